@@ -1,0 +1,31 @@
+# vtc — `make setup` then `make test` on a fresh machine.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup test test-fast lint format demo bench clean
+
+setup:  ## create .venv and install vtc with every dependency (CPU torch pinned)
+	bash scripts/setup.sh
+
+test:  ## the whole test suite (what CI runs)
+	$(PY) -m pytest -q
+
+test-fast:  ## unit tests only, without the end-to-end pipeline tests
+	$(PY) -m pytest -q -m "not slow"
+
+lint:
+	$(VENV)/bin/ruff check vtc tests benchmarks
+	$(VENV)/bin/ruff format --check vtc tests benchmarks
+
+format:
+	$(VENV)/bin/ruff format vtc tests benchmarks
+	$(VENV)/bin/ruff check --fix vtc tests benchmarks
+
+demo:  ## the whole pipeline offline on a synthetic video and tiny random models
+	$(VENV)/bin/vtc demo
+
+bench:
+	$(PY) benchmarks/extract.py
+
+clean:
+	rm -rf .pytest_cache build *.egg-info vtc-demo

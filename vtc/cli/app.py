@@ -1,0 +1,59 @@
+"""`vtc` entry point: the typer app and the one-line error handling every verb shares."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+app = typer.Typer(
+    name="vtc",
+    help=(
+        "Visual token compression for video LLMs: extract SigLIP features once, compress them with any "
+        "method, evaluate LLaVA-OneVision on the result through lmms-eval.\n\n"
+        "Pipeline: vtc extract VIDEOS --store feats.zarr → vtc compress feats.zarr --method dyntok "
+        "→ vtc eval videomme --tokens feats.dyntok-….zarr. Try `vtc demo` first (offline, ~1 min)."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+def _register() -> None:
+    # Imported here so each module stays a plain list of commands; none imports torch at import time.
+    from vtc.cli import compress, demo, evaluate, extract, info  # noqa: F401
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; a VtcError (or bad input) becomes one red line and exit code 2."""
+    from vtc.errors import VtcError
+
+    _register()
+    try:
+        app(args=argv, standalone_mode=False)
+    except VtcError as e:
+        if os.environ.get("VTC_DEBUG"):
+            raise
+        typer.secho(f"error: {e}", fg="red", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.secho("interrupted; re-run the same command to resume", fg="yellow", err=True)
+        sys.exit(130)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except Exception as e:  # click usage errors and anything unexpected
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if isinstance(e, click.exceptions.Abort):
+            sys.exit(1)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""`vtc compress`: a feature store → a token store, with any registered reducer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vtc.cli.app import app
+from vtc.cli.options import Json, Quiet, Seed, console
+from vtc.errors import VtcError
+
+
+def parse_sets(sets: list[str]) -> dict[str, str]:
+    out = {}
+    for s in sets:
+        if "=" not in s:
+            raise VtcError(f"--set takes key=value, got {s!r}")
+        k, v = s.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+@app.command(
+    epilog=(
+        "Examples:\n\n"
+        "  vtc compress feats.zarr --method dyntok --set threshold=0.5\n\n"
+        "  vtc compress feats.zarr --method pool --set stride=3 --out feats.pool3.zarr\n\n"
+        "  vtc compress --list\n\n"
+        "Without --out the token store is named by content: <store>.<method>-<config hash>.zarr."
+    )
+)
+def compress(
+    store: Annotated[Path | None, typer.Argument(help="Feature store written by `vtc extract`.")] = None,
+    method: Annotated[str, typer.Option("--method", "-m", help="Reducer name (see --list).")] = "none",
+    sets: Annotated[
+        list[str] | None, typer.Option("--set", help="Method parameter key=value (repeatable).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Token store to write.")] = None,
+    seed: Seed = 0,
+    list_methods: Annotated[
+        bool, typer.Option("--list", help="List the methods and their parameters.")
+    ] = False,
+    quiet: Quiet = False,
+    json_out: Json = False,
+) -> None:
+    """Reduce every video's tokens and store the plan, the tokens, their positions and exact counts."""
+    con = console(quiet, json_out)
+    if list_methods:
+        _print_methods(con, json_out)
+        return
+    if store is None:
+        raise VtcError("give a feature store (or --list to see the methods)")
+    from vtc.stages.compress import compress as run
+
+    s = run(store, method, parse_sets(sets or []), out=out, seed=seed, quiet=quiet, console=con)
+    if json_out:
+        print(json.dumps(s.to_dict(), indent=2))
+        return
+    from rich.table import Table
+
+    t = Table(title=f"compress {s.method['method']} → {s.out}")
+    for col in ("videos done", "skipped (already done)", "tokens in", "LLM tokens", "retained"):
+        t.add_column(col, justify="right")
+    t.add_row(
+        str(s.done), str(s.skipped), f"{s.tokens_in:,}", f"{s.llm_tokens:,}", f"{100 * s.retained:.2f}%"
+    )
+    con.print(t)
+    con.print(f"config: {json.dumps(s.method)}", highlight=False)
+
+
+def _print_methods(con, json_out: bool) -> None:
+    import dataclasses
+
+    from vtc.reducers import list_reducers
+
+    rows = []
+    for name, cls in sorted(list_reducers().items()):
+        params = {f.name: f.default for f in dataclasses.fields(cls)}
+        doc = (cls.__doc__ or "").strip().splitlines()
+        rows.append({"method": name, "description": doc[0] if doc else "", "parameters": params})
+    if json_out:
+        print(json.dumps(rows, indent=2, default=str))
+        return
+    from rich.table import Table
+
+    t = Table(title="vtc compress methods")
+    t.add_column("method", style="bold")
+    t.add_column("description")
+    t.add_column("parameters (defaults)")
+    for r in rows:
+        t.add_row(r["method"], r["description"], ", ".join(f"{k}={v}" for k, v in r["parameters"].items()))
+    con.print(t)

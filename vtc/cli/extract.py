@@ -1,0 +1,100 @@
+"""`vtc extract`: videos → SigLIP features in a zarr store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vtc.cli.app import app
+from vtc.cli.options import Device, Dtype, Json, Quiet, console
+
+
+@app.command(
+    epilog=(
+        "Examples:\n\n"
+        "  vtc extract videos/ --store feats.zarr                 # 32 frames/video, LLaVA-OV-0.5B tower\n\n"
+        "  vtc extract 'clips/**/*.mp4' --store f.zarr --fps 1 --max-frames 64\n\n"
+        "  vtc extract manifest.csv --store f.zarr --model google/siglip-so400m-patch14-384 --device cuda --dtype bf16\n\n"
+        "Re-running the same command resumes: done videos are skipped. Exit code 1 if any video failed."
+    )
+)
+def extract(
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            help="Video files, directories (recursive), globs, or a .csv/.jsonl manifest of video_id,path."
+        ),
+    ],
+    store: Annotated[Path, typer.Option("--store", "-s", help="Feature store to create or append to.")],
+    model: Annotated[
+        str,
+        typer.Option(
+            help="Hugging Face id or local dir: a LLaVA-OneVision checkpoint (its tower) or a SigLIP vision model."
+        ),
+    ] = "llava-hf/llava-onevision-qwen2-0.5b-ov-hf",
+    frames: Annotated[
+        int, typer.Option(help="Frames per video, uniform over the whole video (LLaVA-OV style).")
+    ] = 32,
+    fps: Annotated[
+        float | None, typer.Option(help="Sample at this many frames per second instead of --frames.")
+    ] = None,
+    max_frames: Annotated[
+        int, typer.Option(help="Cap for --fps sampling (then uniform over the video).")
+    ] = 64,
+    backend: Annotated[str, typer.Option(help="Decoder: decord or pyav.")] = "decord",
+    layer: Annotated[
+        int | None,
+        typer.Option(
+            help="Hidden layer to store [default: the checkpoint's vision_feature_layer; -2 for bare SigLIP]."
+        ),
+    ] = None,
+    device: Device = "cpu",
+    dtype: Dtype = "fp32",
+    batch_size: Annotated[int, typer.Option(help="Frames per forward pass of the tower.")] = 16,
+    storage_dtype: Annotated[
+        str, typer.Option(help="float16 or float32 (zarr has no bfloat16).")
+    ] = "float16",
+    timeout: Annotated[
+        float, typer.Option(help="Seconds one video may take to decode before it is skipped (0: no limit).")
+    ] = 120.0,
+    quiet: Quiet = False,
+    json_out: Json = False,
+) -> None:
+    """Decode videos, sample frames, run the vision tower and write [F, 729, 1152] features per video."""
+    from vtc.stages.extract import extract as run
+
+    con = console(quiet, json_out)
+    s = run(
+        inputs,
+        store,
+        model=model,
+        frames=frames,
+        fps=fps,
+        max_frames=max_frames,
+        backend=backend,
+        device=device,
+        dtype=dtype,
+        batch_size=batch_size,
+        storage_dtype=storage_dtype,
+        layer=layer,
+        timeout=timeout or None,
+        quiet=quiet,
+        console=con,
+    )
+    if json_out:
+        print(json.dumps(s.to_dict(), indent=2))
+    else:
+        from rich.table import Table
+
+        t = Table(title=f"extract → {store}", show_header=True)
+        for col in ("done", "skipped (already done)", "failed", "frames", "frames/s"):
+            t.add_column(col, justify="right")
+        t.add_row(str(s.done), str(s.skipped), str(len(s.failed)), str(s.frames), f"{s.frames_per_s:.1f}")
+        con.print(t)
+        for f in s.failed:
+            con.print(f"[red]failed[/] {f['id']} ({f['path']}): {f['reason']}", highlight=False)
+    if s.failed:
+        raise typer.Exit(1)

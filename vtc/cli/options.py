@@ -1,0 +1,20 @@
+"""Options shared by several verbs, defined once."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or tables.")]
+Json = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON summary on stdout.")]
+Device = Annotated[str, typer.Option(help="torch device: cpu, cuda, cuda:1, ...")]
+Dtype = Annotated[str, typer.Option(help="compute dtype: fp32, fp16 or bf16.")]
+Seed = Annotated[int, typer.Option(help="random seed (results are identical for equal seeds).")]
+
+
+def console(quiet: bool = False, json_out: bool = False):
+    """Rich console for human output; with --json it goes to stderr so stdout stays parseable."""
+    from rich.console import Console
+
+    return Console(stderr=json_out, quiet=quiet)

@@ -1,0 +1,117 @@
+"""Tiny random-init SigLIP and LLaVA-OneVision checkpoints for the demo and the tests.
+
+They keep the real geometry (384×384 input, 14-pixel patches → 27×27 = 729 tokens per frame, 2×2
+bilinear pooling → 196, one newline) and shrink only widths and depths, so every code path a real
+checkpoint takes — ``from_pretrained`` on a directory, the tokenizer with its ``<video>`` token, the
+projector, the pooling — runs here offline in seconds. Weights are seeded: the same call builds the
+same checkpoint bit for bit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# Qwen2-style special tokens the LLaVA-OV prompt uses; <image>/<video> are the placeholders the model
+# replaces with visual features.
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"]
+
+
+def tiny_vision_config(hidden: int = 32, layers: int = 2, heads: int = 2):
+    from transformers import SiglipVisionConfig
+
+    return SiglipVisionConfig(
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        image_size=384,
+        patch_size=14,
+        vision_use_head=False,
+    )
+
+
+def build_tiny_tokenizer(out_dir: str | Path):
+    """A byte-level BPE tokenizer trained on a few lines of English, with the LLaVA-OV special tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    corpus = [
+        "Select the best answer to the following multiple-choice question based on the video.",
+        "Respond with only the letter (A, B, C, or D) of the correct option.",
+        "What is shown in the video? The best answer is: A B C D",
+        "You are a helpful assistant. user assistant system",
+        "abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ 0123456789 .,:;!?()[]-'\"\n",
+    ]
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(corpus * 4, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", bos_token=None
+    )
+    fast.save_pretrained(str(out_dir))
+    return fast
+
+
+def build_tiny_siglip(out_dir: str | Path, seed: int = 0) -> Path:
+    """Save a tiny random SiglipVisionModel to ``out_dir`` (loadable with ``from_pretrained``)."""
+    import torch
+    from transformers import SiglipVisionModel
+
+    torch.manual_seed(seed)
+    model = SiglipVisionModel(tiny_vision_config()).eval()
+    model.save_pretrained(str(out_dir))
+    return Path(out_dir)
+
+
+def build_tiny_llava_ov(out_dir: str | Path, seed: int = 0, text_hidden: int = 64) -> Path:
+    """Save a tiny random LlavaOnevisionForConditionalGeneration plus its tokenizer to ``out_dir``."""
+    import torch
+    from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration, Qwen2Config
+
+    out_dir = Path(out_dir)
+    tokenizer = build_tiny_tokenizer(out_dir)
+    text = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=text_hidden,
+        intermediate_size=2 * text_hidden,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=8192,
+        tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    config = LlavaOnevisionConfig(
+        vision_config=tiny_vision_config().to_dict(),
+        text_config=text.to_dict(),
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        video_token_id=tokenizer.convert_tokens_to_ids("<video>"),
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="full",
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = LlavaOnevisionForConditionalGeneration(config).eval()
+    # Random init leaves image_newline near zero scale; give it the embedding scale real checkpoints have.
+    with torch.no_grad():
+        model.model.image_newline.normal_(0.0, 1.0 / text_hidden**0.5)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(str(out_dir))
+    return out_dir
+
+
+def build_tiny_checkpoints(root: str | Path, seed: int = 0) -> dict[str, Path]:
+    """Build (or reuse) both tiny checkpoints under ``root``: {"siglip": dir, "llava_ov": dir}."""
+    root = Path(root)
+    dirs = {"siglip": root / "tiny-siglip", "llava_ov": root / "tiny-llava-ov"}
+    if not (dirs["siglip"] / "config.json").exists():
+        build_tiny_siglip(dirs["siglip"], seed=seed)
+    if not (dirs["llava_ov"] / "config.json").exists():
+        build_tiny_llava_ov(dirs["llava_ov"], seed=seed)
+    return dirs

@@ -1,0 +1,158 @@
+"""Vision towers that produce the features LLaVA-OneVision consumes.
+
+Default: the tower inside ``llava-hf/llava-onevision-qwen2-0.5b-ov-hf`` (26 SigLIP layers, fine-tuned
+with the LLM), last layer, before the projector — exactly ``LlavaOnevisionModel.get_video_features``
+up to the projector. A bare SigLIP checkpoint (``google/siglip-so400m-patch14-384``, SigLIP2
+fixed-resolution checkpoints, or a local directory) works too; there the default layer is -2, the
+26th of 27 layers, which is what LLaVA-OV was built on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from vtc.errors import VtcError
+
+DEFAULT_MODEL = "llava-hf/llava-onevision-qwen2-0.5b-ov-hf"
+DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """LLaVA-OV's video preprocessing: resize to 384×384 (bicubic), x/255, (x - mean) / std."""
+
+    size: tuple[int, int] = (384, 384)
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    resample: str = "bicubic"
+
+    def to_dict(self) -> dict:
+        return {
+            "size": list(self.size),
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "resample": self.resample,
+            "rescale": "1/255",
+        }
+
+    def __call__(self, frames: np.ndarray):
+        """uint8 [F, H, W, 3] (already resized) -> float32 tensor [F, 3, H, W]."""
+        import torch
+
+        if frames.shape[1:3] != tuple(self.size[::-1]) and frames.shape[1:3] != tuple(self.size):
+            raise ValueError(f"frames are {frames.shape[1:3]}, expected {self.size}: resize in the decoder")
+        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255.0)
+        mean = torch.tensor(self.mean).view(1, 3, 1, 1)
+        std = torch.tensor(self.std).view(1, 3, 1, 1)
+        return (x - mean) / std
+
+
+def _resolve_config(model_id: str):
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(model_id)
+    except OSError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise VtcError(f"cannot load model config '{model_id}': {first}") from None
+
+
+def _config_hash(config) -> str:
+    d = config.to_dict()
+    d.pop("transformers_version", None)
+    d.pop("_name_or_path", None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass
+class VisionEncoder:
+    """Loads a SigLIP-family tower and turns preprocessed frames into [F, H*W, C] patch features."""
+
+    model_id: str = DEFAULT_MODEL
+    device: str = "cpu"
+    dtype: str = "fp32"
+    layer: int | None = None  # None: LLaVA-OV's vision_feature_layer, or -2 for a bare SigLIP
+    preprocess: Preprocess = field(default_factory=Preprocess)
+
+    def __post_init__(self):
+        if self.dtype not in DTYPES:
+            raise VtcError(f"unknown dtype '{self.dtype}'; valid: {', '.join(DTYPES)}")
+        config = _resolve_config(self.model_id)
+        self.source = config.model_type
+        if config.model_type == "llava_onevision":
+            self.vision_config = config.vision_config
+            if self.layer is None:
+                self.layer = config.vision_feature_layer
+            if not isinstance(self.layer, int):
+                raise VtcError("multi-layer vision_feature_layer is not supported")
+        elif config.model_type in ("siglip", "siglip_vision_model"):
+            self.vision_config = getattr(config, "vision_config", config)
+            if self.layer is None:
+                self.layer = -2
+        else:
+            raise VtcError(
+                f"'{self.model_id}' is a {config.model_type} model; vtc extract takes a LLaVA-OneVision "
+                "checkpoint (its tower is used) or a SigLIP vision model"
+            )
+        vc = self.vision_config
+        if vc.image_size != self.preprocess.size[0]:
+            self.preprocess = Preprocess(size=(vc.image_size, vc.image_size))
+        side = vc.image_size // vc.patch_size
+        self.grid = (side, side)
+        self.dim = vc.hidden_size
+        self.revision = getattr(config, "_commit_hash", None)
+        self.config_hash = _config_hash(vc)
+        self._model = None
+
+    def identity(self) -> dict:
+        """What makes features comparable: recorded in the store, checked on append."""
+        return {
+            "model": self.model_id,
+            "source": self.source,
+            "revision": self.revision,
+            "vision_config_hash": self.config_hash,
+            "layer": self.layer,
+            "grid": list(self.grid),
+            "dim": self.dim,
+            "compute_dtype": self.dtype,
+            "preprocess": self.preprocess.to_dict(),
+        }
+
+    def load(self):
+        if self._model is not None:
+            return self._model
+        import torch
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        torch_dtype = getattr(torch, DTYPES[self.dtype])
+        if self.source == "llava_onevision":
+            from transformers import LlavaOnevisionForConditionalGeneration
+
+            full = LlavaOnevisionForConditionalGeneration.from_pretrained(self.model_id, dtype=torch_dtype)
+            tower = full.model.vision_tower
+            del full  # only the tower is kept; the LLM's weights are freed
+        else:
+            from transformers import SiglipVisionModel
+
+            tower = SiglipVisionModel.from_pretrained(self.model_id, dtype=torch_dtype)
+        self._model = tower.to(self.device).eval()
+        return self._model
+
+    def encode(self, frames: np.ndarray, batch_size: int = 16):
+        """uint8 frames [F, H, W, 3] (resized) -> float32 CPU tensor [F, H*W, C] from layer ``self.layer``."""
+        import torch
+
+        model = self.load()
+        pixels = self.preprocess(frames)
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(pixels), batch_size):
+                px = pixels[i : i + batch_size].to(self.device, next(model.parameters()).dtype)
+                hs = model(pixel_values=px, output_hidden_states=True).hidden_states
+                out.append(hs[self.layer].float().cpu())
+        return torch.cat(out) if out else torch.empty(0, self.grid[0] * self.grid[1], self.dim)

@@ -1,0 +1,1 @@
+"""Evaluation: the lmms-eval model plugin, local tasks, metrics (tokens, TokDense)."""

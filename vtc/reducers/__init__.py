@@ -1,0 +1,31 @@
+"""Token reducers: each turns cached SigLIP features of one video into a `Reduction` (tokens + plan).
+
+Importing this package registers every method (one module each); `get_reducer(name, **params)` builds one.
+"""
+
+from vtc.reducers import dyntok, none, pool  # noqa: F401  (import registers the methods)
+from vtc.reducers.base import (
+    KIND_MARKER,
+    KIND_NEWLINE,
+    KIND_VISUAL,
+    Reducer,
+    Reduction,
+    interp_matrix,
+    llava_pool,
+)
+from vtc.reducers.registry import ReducerError, get_reducer, list_reducers, reducer_config, register
+
+__all__ = [
+    "KIND_MARKER",
+    "KIND_NEWLINE",
+    "KIND_VISUAL",
+    "Reducer",
+    "ReducerError",
+    "Reduction",
+    "get_reducer",
+    "interp_matrix",
+    "list_reducers",
+    "llava_pool",
+    "reducer_config",
+    "register",
+]

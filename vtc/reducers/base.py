@@ -1,0 +1,232 @@
+"""The one contract every reducer meets: a `Reduction` is a linear *plan* over a base grid of tokens.
+
+LLaVA-OneVision pools *after* its nonlinear projector, so a reducer cannot simply hand back reduced
+SigLIP features: evaluation needs to know how to build each LLM token from projected tokens. A plan
+says it: output token n is ``sum_j weight[j] * base[src[j]]`` for ``j in indptr[n]:indptr[n+1]`` (CSR),
+or, for a marker / the video newline, the model's learned ``image_newline`` embedding.
+
+Base grids: ``"native"`` indexes the store's grid (27x27 for SigLIP at 384 px); ``"pooled"`` indexes
+LLaVA-OV's own bilinear-pooled grid ceil(H/2) x ceil(W/2), i.e. evaluation pools the projected tokens
+the stock way first and applies the plan to the result. Flattened index: ``t*Hb*Wb + h*Wb + w``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+KIND_VISUAL, KIND_MARKER, KIND_NEWLINE = 0, 1, 2
+BASES = ("native", "pooled")
+
+
+@dataclass
+class Reduction:
+    """One video's reduced token sequence and the plan that builds it. N = every token the LLM sees.
+
+    tokens:  [N, C] float32, the plan applied to the base-grid *input* features (markers/newline rows 0).
+    kind:    uint8 [N], KIND_VISUAL / KIND_MARKER / KIND_NEWLINE; the last token is the one newline.
+    pos:     int32 [N, 3] (t, h, w) on the base grid: a visual token's largest-weight source (ties: the
+             first in CSR order, which is the smallest index); a marker: (t, h, Wb-1) of the row it
+             closes; the newline: (T-1, Hb-1, Wb-1).
+    indptr:  int64 [N+1] CSR row pointers; marker and newline rows are empty.
+    src:     int64 [nnz] flattened base-grid indices, ascending within a row.
+    weight:  float32 [nnz]; a visual token's weights sum to 1 (up to fp error).
+    """
+
+    tokens: Tensor
+    kind: Tensor
+    pos: Tensor
+    indptr: Tensor
+    src: Tensor
+    weight: Tensor
+    base: str
+    base_grid: tuple[int, int, int]
+    n_input_tokens: int
+
+    @property
+    def n_llm_tokens(self) -> int:
+        """Every token that reaches the LLM: visual tokens, markers and the newline."""
+        return int(self.kind.shape[0])
+
+    def n_visual(self) -> int:
+        return int((self.kind == KIND_VISUAL).sum())
+
+    def apply(self, base_tokens: Tensor, newline: Tensor) -> Tensor:
+        """Apply the plan to any per-token features of the base grid (e.g. projected ones).
+
+        base_tokens: [T*Hb*Wb, D]; newline: [D] -> [N, D] in base_tokens' dtype, accumulated in float32.
+        Marker and newline rows get `newline` (LLaVA-OV has one learned separator embedding).
+        On CUDA, index_add_ accumulates with atomics: bit-reproducible only under
+        torch.use_deterministic_algorithms(True); on CPU it is always deterministic.
+        """
+        T, Hb, Wb = self.base_grid
+        if base_tokens.ndim != 2 or base_tokens.shape[0] != T * Hb * Wb:
+            raise ValueError(
+                f"base_tokens must be [{T * Hb * Wb}, D] for base grid {self.base_grid}, "
+                f"got {list(base_tokens.shape)}"
+            )
+        dev = base_tokens.device
+        indptr, src, weight = self.indptr.to(dev), self.src.to(dev), self.weight.to(dev)
+        n = self.n_llm_tokens
+        rows = torch.repeat_interleave(torch.arange(n, device=dev), indptr[1:] - indptr[:-1])  # [nnz]
+        out = torch.zeros(n, base_tokens.shape[1], dtype=torch.float32, device=dev)
+        out.index_add_(0, rows, base_tokens[src].float() * weight[:, None])
+        out[self.kind.to(dev) != KIND_VISUAL] = newline.to(device=dev, dtype=torch.float32)
+        return out.to(base_tokens.dtype)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The tensors as numpy arrays for storage (base, base_grid, n_input_tokens go in attrs)."""
+        return {
+            "tokens": self.tokens.detach().cpu().float().numpy(),
+            "kind": self.kind.cpu().numpy().astype(np.uint8),
+            "pos": self.pos.cpu().numpy().astype(np.int32),
+            "indptr": self.indptr.cpu().numpy().astype(np.int64),
+            "src": self.src.cpu().numpy().astype(np.int64),
+            "weight": self.weight.cpu().numpy().astype(np.float32),
+        }
+
+    @classmethod
+    def from_arrays(
+        cls, arrays, base: str, base_grid: tuple[int, int, int], n_input_tokens: int
+    ) -> Reduction:
+        # copies: arrays read from zarr may be read-only, which torch.from_numpy warns about
+        def t(name, dtype):
+            return torch.from_numpy(np.array(arrays[name], dtype=dtype, copy=True))
+
+        return cls(
+            tokens=t("tokens", np.float32),
+            kind=t("kind", np.uint8),
+            pos=t("pos", np.int32),
+            indptr=t("indptr", np.int64),
+            src=t("src", np.int64),
+            weight=t("weight", np.float32),
+            base=str(base),
+            base_grid=tuple(int(v) for v in base_grid),
+            n_input_tokens=int(n_input_tokens),
+        )
+
+
+class Reducer(Protocol):
+    """A registered frozen dataclass whose fields are the method's parameters."""
+
+    def __call__(self, x: Tensor, grid: tuple[int, int]) -> Reduction: ...  # x: [T, H*W, C]
+
+
+def check_input(x: Tensor, grid: tuple[int, int]) -> tuple[int, int, int]:
+    """Validate x [T, H*W, C] against grid (H, W); returns (T, H, W)."""
+    H, W = (int(v) for v in grid)
+    if x.ndim != 3 or x.shape[1] != H * W or H < 1 or W < 1:
+        raise ValueError(f"expected x of shape [T, {H}*{W}, C] for grid {(H, W)}, got {list(x.shape)}")
+    if x.shape[0] < 1:
+        raise ValueError("x has no frames (T = 0): nothing to reduce")
+    if not x.is_floating_point():
+        raise ValueError(f"x must be a float tensor, got {x.dtype}")
+    return int(x.shape[0]), H, W
+
+
+def pooled_hw(grid: tuple[int, int]) -> tuple[int, int]:
+    """LLaVA-OV's pooled grid size: ceil(H/2) x ceil(W/2) (27x27 -> 14x14)."""
+    return math.ceil(grid[0] / 2), math.ceil(grid[1] / 2)
+
+
+def llava_pool(x: Tensor, grid: tuple[int, int]) -> tuple[Tensor, tuple[int, int]]:
+    """LLaVA-OV's video pooling (`LlavaOnevisionModel.apply_pooling`), computed in float32.
+
+    x: [T, H*W, C] -> ([T, ceil(H/2)*ceil(W/2), C] float32, (ceil(H/2), ceil(W/2))).
+    Bilinear, align_corners=False, no antialias, output size given (so the scale is in/out, not 1/2).
+    """
+    T, H, W = int(x.shape[0]), int(grid[0]), int(grid[1])
+    hb, wb = pooled_hw((H, W))
+    img = x.float().reshape(T, H, W, -1).permute(0, 3, 1, 2)  # [T, C, H, W]
+    out = F.interpolate(img, size=(hb, wb), mode="bilinear", align_corners=False)
+    return out.permute(0, 2, 3, 1).reshape(T, hb * wb, -1), (hb, wb)
+
+
+def _interp_1d(n_in: int, n_out: int, mode: str, stride: int | None) -> Tensor:
+    """Dense [n_out, n_in] float64 weights of one axis."""
+    o = torch.arange(n_out)
+    if mode == "bilinear":
+        m = torch.zeros(n_out, n_in, dtype=torch.float64)
+        # PyTorch's area_pixel_compute_source_index with align_corners=False, size given: scale = in/out,
+        # src = scale*(dst+0.5) - 0.5 clamped at 0; the right neighbour is clamped to the last pixel.
+        s = ((o.double() + 0.5) * (n_in / n_out) - 0.5).clamp(min=0.0)
+        i0 = s.floor().long().clamp(max=n_in - 1)
+        i1 = (i0 + 1).clamp(max=n_in - 1)
+        lam = s - i0.double()
+        m.index_put_((o, i0), 1.0 - lam, accumulate=True)
+        m.index_put_((o, i1), lam, accumulate=True)
+    else:
+        # avg_pool(kernel=stride, stride, ceil_mode=True, padding=0): a partial border window averages
+        # only the pixels it covers (PyTorch clips the window to the input before computing the divisor).
+        k = stride if stride is not None else math.ceil(n_in / n_out)
+        if math.ceil(n_in / k) != n_out:
+            raise ValueError(f"avg: no stride maps {n_in} to {n_out}; pass stride explicitly")
+        start = (o * k)[:, None]
+        i = torch.arange(n_in)[None, :]
+        inside = (i >= start) & (i < start + k)
+        m = inside.double() / inside.sum(1, keepdim=True).double()
+    return m
+
+
+def interp_matrix(
+    in_hw: tuple[int, int], out_hw: tuple[int, int], mode: str = "bilinear", *, stride: int | None = None
+) -> Tensor:
+    """Dense float32 [out_h*out_w, in_h*in_w] M with ``out = M @ x`` (x: [in_h*in_w, C], raster order).
+
+    mode="bilinear": F.interpolate(size=out_hw, mode="bilinear", align_corners=False), separable:
+    M = kron(M_h, M_w). mode="avg": F.avg_pool2d(kernel=stride, stride=stride, ceil_mode=True);
+    stride defaults to ceil(in/out) per axis (pass it when several strides give the same size).
+    Weights are computed in float64 and rounded once to float32.
+    """
+    if mode not in ("bilinear", "avg"):
+        raise ValueError(f"unknown interpolation mode {mode!r}; valid: avg, bilinear")
+    mh = _interp_1d(int(in_hw[0]), int(out_hw[0]), mode, stride)
+    mw = _interp_1d(int(in_hw[1]), int(out_hw[1]), mode, stride)
+    return torch.kron(mh, mw).float()
+
+
+def plan_pos(indptr: Tensor, src: Tensor, weight: Tensor, base_grid: tuple[int, int, int]) -> Tensor:
+    """int32 [N, 3] (t, h, w) of each row's largest-weight source (ties: the first); empty rows -> 0."""
+    _, Hb, Wb = base_grid
+    n, nnz = indptr.shape[0] - 1, src.shape[0]
+    rows = torch.repeat_interleave(torch.arange(n), indptr[1:] - indptr[:-1])  # [nnz] row of each entry
+    top = torch.full((n,), -math.inf).scatter_reduce(0, rows, weight.float(), "amax")
+    cand = torch.where(weight == top[rows], torch.arange(nnz), nnz)  # entries holding their row's max
+    first = torch.full((n,), nnz, dtype=torch.long).scatter_reduce(0, rows, cand, "amin")
+    best = src[first.clamp(max=nnz - 1)] if nnz else torch.zeros(n, dtype=torch.long)
+    best = torch.where(first < nnz, best, 0)  # empty rows (markers, newline): the caller sets their pos
+    return grid_pos(best, Hb, Wb)
+
+
+def frame_plan(m: Tensor, T: int) -> tuple[Tensor, Tensor, Tensor]:
+    """CSR plan (indptr, src, weight) applying the per-frame matrix m [out, in] to each of T frames.
+
+    Rows: T*out visual tokens, frame by frame, then one empty row for the newline. Exact zeros in m
+    are dropped (e.g. bilinear at an integer source position), so nnz counts real contributions.
+    """
+    n_out, n_in = m.shape
+    r, c = m.nonzero(as_tuple=True)  # row-major: rows ascending, columns ascending within a row
+    w = m[r, c].float()
+    per_row = torch.bincount(r, minlength=n_out).repeat(T)
+    indptr = torch.zeros(T * n_out + 2, dtype=torch.long)
+    indptr[1:-1] = per_row.cumsum(0)
+    indptr[-1] = indptr[-2]  # the newline row is empty
+    src = (c[None, :] + n_in * torch.arange(T)[:, None]).reshape(-1)
+    return indptr, src, w.repeat(T)
+
+
+def grid_pos(flat: Tensor, Hb: int, Wb: int) -> Tensor:
+    """Flattened base-grid indices [n] -> int32 [n, 3] (t, h, w)."""
+    return torch.stack((flat // (Hb * Wb), (flat // Wb) % Hb, flat % Wb), dim=1).to(torch.int32)
+
+
+def newline_row(base_grid: tuple[int, int, int]) -> Tensor:
+    """pos of LLaVA-OV's single end-of-video newline: (T-1, Hb-1, Wb-1), int32 [1, 3]."""
+    T, Hb, Wb = base_grid
+    return torch.tensor([[T - 1, Hb - 1, Wb - 1]], dtype=torch.int32)

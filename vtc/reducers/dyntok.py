@@ -1,0 +1,102 @@
+"""`dyntok`: DynTok (seed 001, §3.2 "Token level compression"), row-wise merging of similar neighbours."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from vtc.reducers.base import (
+    KIND_MARKER,
+    KIND_NEWLINE,
+    Reduction,
+    check_input,
+    grid_pos,
+    llava_pool,
+    newline_row,
+)
+from vtc.reducers.registry import register
+
+GRIDS = ("native", "pooled")
+
+
+@register("dyntok")
+@dataclass(frozen=True)
+class DynTok:
+    """Merge runs of similar adjacent tokens within each row of each frame; one grid marker per row.
+
+    §3.2, "Token similarity measurement": s(k-1,k) = x_{k-1}.x_k / (|x_{k-1}| |x_k|) on the SigLIP
+    representation X (not the projected tokens H). "Dynamic token merging": the first token of a row
+    opens a group; token k joins the group of k-1 if s(k-1,k) > S_th, else opens a new one. The rule is
+    a chain: each token is compared with its left neighbour only (Fig. 2, "compared with the one
+    corresponding to its left patch"), never with the group's mean. Groups are averaged (weights
+    1/|group|, in the LLM-token space at evaluation), and "a grid marker at the end of each row" keeps
+    the row structure. §4.1 applies it on LLaVA-OV's bilinear-pooled 14x14 grid, hence grid="pooled".
+    No official code is public; the marker's embedding is not specified, it is rendered as LLaVA-OV's
+    learned image_newline (KIND_MARKER; `Reduction.apply` fills it).
+    """
+
+    threshold: float = 0.6
+    marker: bool = True
+    grid: str = "pooled"
+
+    def __post_init__(self):
+        if self.grid not in GRIDS:
+            raise ValueError(f"unknown grid {self.grid!r}; valid: {', '.join(GRIDS)}")
+
+    def __call__(self, x: Tensor, grid: tuple[int, int]) -> Reduction:  # x: [T, H*W, C]
+        T, H, W = check_input(x, grid)
+        if self.grid == "pooled":
+            feats, (hb, wb) = llava_pool(x, (H, W))  # [T, hb*wb, C] float32
+        else:
+            feats, (hb, wb) = x.float(), (H, W)
+        C = feats.shape[-1]
+        rows = feats.reshape(T * hb, wb, C)  # [R, wb, C], R = T*hb rows in output order
+        R = T * hb
+
+        sim = F.cosine_similarity(rows[:, :-1], rows[:, 1:], dim=-1)  # [R, wb-1], s(k-1, k)
+        new = torch.ones(R, wb, dtype=torch.bool)  # [R, wb] token opens a group; col 0 always does
+        new[:, 1:] = ~(sim > self.threshold)  # strict ">" (paper: "exceeds"); NaN never merges
+        new = new.reshape(-1)  # [R*wb], raster order over the whole video
+        gid = new.long().cumsum(0) - 1  # [R*wb] group of each token; groups are contiguous runs
+        G = int(gid[-1]) + 1
+        size = torch.bincount(gid, minlength=G)  # [G] members per group
+        means = torch.zeros(G, C).index_add_(0, gid, feats.reshape(-1, C)) / size[:, None]  # [G, C]
+
+        per_row = new.reshape(R, wb).sum(1)  # [R] groups per row
+        row_of_group = torch.repeat_interleave(torch.arange(R), per_row)  # [G]
+        n_mark = R if self.marker else 0
+        N = G + n_mark + 1
+        # output order: row 0's groups, marker 0, row 1's groups, marker 1, ..., newline
+        out_group = torch.arange(G) + (row_of_group if self.marker else 0)  # [G] output row of group g
+        sizes = torch.zeros(N, dtype=torch.long)
+        sizes[out_group] = size
+        kind = torch.zeros(N, dtype=torch.uint8)
+        kind[-1] = KIND_NEWLINE
+        tokens = torch.zeros(N, C)
+        tokens[out_group] = means
+        pos = torch.empty(N, 3, dtype=torch.int32)
+        first = torch.nonzero(new).squeeze(1)  # [G] flat index of each group's first (= smallest) member
+        pos[out_group] = grid_pos(first, hb, wb)
+        if self.marker:
+            out_marker = per_row.cumsum(0) + torch.arange(R)  # [R] right after the row's last group
+            kind[out_marker] = KIND_MARKER
+            r = torch.arange(R)
+            pos[out_marker] = torch.stack((r // hb, r % hb, torch.full_like(r, wb - 1)), 1).to(torch.int32)
+        pos[-1] = newline_row((T, hb, wb))[0]
+
+        indptr = torch.zeros(N + 1, dtype=torch.long)
+        indptr[1:] = sizes.cumsum(0)
+        return Reduction(
+            tokens=tokens,
+            kind=kind,
+            pos=pos,
+            indptr=indptr,
+            src=torch.arange(R * wb),  # groups are contiguous runs in raster order, so src is the identity
+            weight=(1.0 / size.float())[gid],
+            base=self.grid,
+            base_grid=(T, hb, wb),
+            n_input_tokens=T * H * W,
+        )

@@ -1,0 +1,76 @@
+"""`pool`: fixed spatial pooling of every frame on the native grid (the papers' pooling baseline)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from vtc.reducers.base import (
+    KIND_NEWLINE,
+    Reduction,
+    check_input,
+    frame_plan,
+    interp_matrix,
+    newline_row,
+    plan_pos,
+)
+from vtc.reducers.registry import register
+
+MODES = ("avg", "bilinear")
+
+
+@register("pool")
+@dataclass(frozen=True)
+class Pool:
+    """Pool each frame H x W -> ceil(H/stride) x ceil(W/stride) on the native base.
+
+    mode="bilinear": F.interpolate(size=..., mode="bilinear", align_corners=False), the operator
+    LLaVA-OV itself uses (stride=2 reproduces its pooling exactly; larger strides are the papers'
+    "larger pooling" baseline). mode="avg": F.avg_pool2d(kernel=stride, stride=stride, ceil_mode=True);
+    a partial window at the bottom/right border averages only the pixels it covers (weights
+    1/(covered rows * covered cols), no zero padding), as PyTorch does. stride=1 is the identity.
+    """
+
+    stride: int = 2
+    mode: str = "bilinear"
+
+    def __post_init__(self):
+        if self.stride < 1:
+            raise ValueError(f"stride must be >= 1, got {self.stride}")
+        if self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r}; valid: {', '.join(MODES)}")
+
+    def __call__(self, x: Tensor, grid: tuple[int, int]) -> Reduction:  # x: [T, H*W, C]
+        T, H, W = check_input(x, grid)
+        s = self.stride
+        ho, wo = math.ceil(H / s), math.ceil(W / s)
+        img = x.float().reshape(T, H, W, -1).permute(0, 3, 1, 2)  # [T, C, H, W]
+        if self.mode == "bilinear":
+            out = F.interpolate(img, size=(ho, wo), mode="bilinear", align_corners=False)
+        else:
+            out = F.avg_pool2d(img, kernel_size=s, stride=s, ceil_mode=True)
+        n = T * ho * wo
+        tokens = torch.cat((out.permute(0, 2, 3, 1).reshape(n, -1), img.new_zeros(1, img.shape[1])))
+        # the plan is built independently of `tokens` (weights from the closed form, not from the op),
+        # so the contract test that applies it to x checks one against the other
+        m = interp_matrix((H, W), (ho, wo), self.mode, stride=s)  # [ho*wo, H*W]
+        indptr, src, weight = frame_plan(m, T)
+        kind = torch.zeros(n + 1, dtype=torch.uint8)
+        kind[-1] = KIND_NEWLINE
+        pos = plan_pos(indptr, src, weight, (T, H, W))
+        pos[-1] = newline_row((T, H, W))[0]
+        return Reduction(
+            tokens=tokens,
+            kind=kind,
+            pos=pos,
+            indptr=indptr,
+            src=src,
+            weight=weight,
+            base="native",
+            base_grid=(T, H, W),
+            n_input_tokens=T * H * W,
+        )

@@ -1,0 +1,98 @@
+"""Reducers by name: `vtc compress --method dyntok --set threshold=0.5` becomes `DynTok(threshold=0.5)`.
+
+A reducer is a frozen dataclass registered with `@register(name)`; its fields are the method's parameters,
+so the config saved beside an artifact (`reducer_config`) rebuilds it exactly (`get_reducer(method, **params)`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+from vtc.errors import VtcError
+from vtc.reducers.base import Reducer
+
+_REGISTRY: dict[str, type] = {}
+_TRUE, _FALSE = ("true", "1", "yes", "y", "on"), ("false", "0", "no", "n", "off")
+
+
+class ReducerError(VtcError, ValueError):
+    """A bad method name or parameter: a ValueError for callers, a one-line VtcError for the CLI."""
+
+
+def register(name: str):
+    """Class decorator: register a frozen dataclass reducer under `name`."""
+
+    def deco(cls: type) -> type:
+        if not dataclasses.is_dataclass(cls):
+            raise TypeError(f"reducer {cls.__name__} must be a dataclass")
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"reducer name {name!r} is already registered by {_REGISTRY[name].__name__}")
+        _REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def list_reducers() -> dict[str, type]:
+    """Registered reducers by name, sorted."""
+    return dict(sorted(_REGISTRY.items()))
+
+
+def _convert(method: str, key: str, value, typ: type):
+    """Coerce a CLI string (or a compatible Python value) to the field's declared type."""
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+            return value.strip().lower() in _TRUE
+    elif typ is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                pass
+    elif typ is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value.strip())
+            except ValueError:
+                pass
+    elif typ is str:
+        if isinstance(value, str):
+            return value
+    else:
+        return value  # a field type the CLI cannot spell: pass through, the reducer validates
+    raise ReducerError(f"bad value {value!r} for {method}.{key}: expected {typ.__name__}")
+
+
+def get_reducer(name: str, **params) -> Reducer:
+    """Build a registered reducer; string values are converted to the field's type."""
+    if name not in _REGISTRY:
+        raise ReducerError(f"unknown method {name!r}; valid: {', '.join(sorted(_REGISTRY))}")
+    cls = _REGISTRY[name]
+    fields = {f.name for f in dataclasses.fields(cls) if f.init}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in params.items():
+        if key not in fields:
+            raise ReducerError(f"unknown parameter {key!r} for {name}; valid: {', '.join(sorted(fields))}")
+        kwargs[key] = _convert(name, key, value, hints[key])
+    try:
+        return cls(**kwargs)
+    except ReducerError:
+        raise
+    except ValueError as e:  # the reducer's own range checks (__post_init__)
+        raise ReducerError(f"{name}: {e}") from None
+
+
+def reducer_config(r: Reducer) -> dict:
+    """{"method": name, **params}: JSON-able; `get_reducer(cfg.pop("method"), **cfg)` rebuilds it."""
+    for name, cls in _REGISTRY.items():
+        if type(r) is cls:
+            return {"method": name, **dataclasses.asdict(r)}
+    raise ValueError(f"{type(r).__name__} is not a registered reducer")

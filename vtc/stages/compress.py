@@ -1,0 +1,145 @@
+"""Stage 2: apply a reducer to every video of a feature store and write a token store.
+
+The token store holds, per video, the reduction's plan (which base-grid tokens make each output
+token and with which weights), the reduced features, each token's kind and (t, h, w) position, and
+the exact number of tokens that will reach the LLM. Its provenance names the parent store and the
+full method config, so evaluation can re-apply the plan to projected features exactly.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from vtc.cache import Store
+from vtc.errors import VtcError
+from vtc.stages.progress import progress_bar
+from vtc.versions import stable_hash
+
+
+@dataclass
+class CompressSummary:
+    store: str
+    out: str
+    method: dict
+    done: int = 0
+    skipped: int = 0
+    parent_failed: int = 0
+    tokens_in: int = 0
+    llm_tokens: int = 0
+    seconds: float = 0.0
+    failed: list[dict] = field(default_factory=list)
+
+    @property
+    def retained(self) -> float:
+        return self.llm_tokens / self.tokens_in if self.tokens_in else 0.0
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "retained": round(self.retained, 6)}
+
+
+def make_reducer(method: str, params: dict[str, str]):
+    from vtc.reducers import get_reducer
+
+    try:
+        return get_reducer(method, **params)
+    except ValueError as e:
+        raise VtcError(str(e)) from None
+
+
+def default_out(store: str | Path, config: dict) -> Path:
+    """Content-named output beside the parent: <parent>.<method>-<hash of config>.zarr."""
+    store = Path(store)
+    stem = store.name[:-5] if store.name.endswith(".zarr") else store.name
+    return store.parent / f"{stem}.{config['method']}-{stable_hash(config, 8)}.zarr"
+
+
+def compress(
+    store: str | Path,
+    method: str,
+    params: dict[str, str] | None = None,
+    out: str | Path | None = None,
+    seed: int = 0,
+    quiet: bool = False,
+    console=None,
+) -> CompressSummary:
+    """Reduce every done video of feature store ``store`` with ``method`` into token store ``out``."""
+    import torch
+
+    from vtc.reducers import reducer_config
+
+    feats = Store.open(store, kind="features")
+    reducer = make_reducer(method, params or {})
+    config = reducer_config(reducer)
+    out = Path(out) if out else default_out(store, {**config, "seed": seed})
+    parent = Path(store).resolve()
+    identity = {
+        "parent": {"path": str(parent), "identity_hash": feats.meta["identity_hash"]},
+        "method": config,
+        "seed": seed,
+    }
+    tok = Store.create(
+        out, "tokens", identity, provenance={"stage": "compress", "parent_identity": feats.meta["identity"]}
+    )
+    summary = CompressSummary(store=str(store), out=str(out), method=config)
+    grid = tuple(feats.meta["identity"]["encoder"]["grid"])
+    summary.parent_failed = len(feats.failed())
+
+    done = tok.done()
+    todo = [vid for vid in feats.done() if vid not in done]
+    summary.skipped = len(feats.done()) - len(todo)
+    t0 = time.perf_counter()
+    with (
+        tok.writing(),
+        progress_bar(f"compress {config['method']}", len(todo), "videos", quiet, console) as bar,
+    ):
+        for vid in todo:
+            arrays, _ = feats.read(vid)
+            x = torch.from_numpy(arrays["features"][...])
+            # Seeded per video from (seed, id) so the result does not depend on processing order.
+            torch.manual_seed(int(stable_hash([seed, vid], 15), 16))
+            red = reducer(x, grid)
+            data = red.to_arrays()
+            data["tokens"] = data["tokens"].astype(x.numpy().dtype)
+            n_in = int(x.shape[0] * x.shape[1])
+            tok.write(
+                vid,
+                data,
+                attrs={
+                    "base": red.base,
+                    "base_grid": list(red.base_grid),
+                    "n_input_tokens": n_in,
+                    "n_llm_tokens": int(red.n_llm_tokens),
+                    "n_visual": int(red.n_visual()),
+                    "n_frames": int(x.shape[0]),
+                },
+                summary={
+                    "n_input_tokens": n_in,
+                    "n_llm_tokens": int(red.n_llm_tokens),
+                    "n_visual": int(red.n_visual()),
+                    "n_frames": int(x.shape[0]),
+                },
+            )
+            summary.done += 1
+            bar.advance(1, 1)
+    summary.seconds = time.perf_counter() - t0
+    for e in tok.done().values():
+        summary.tokens_in += e["n_input_tokens"]
+        summary.llm_tokens += e["n_llm_tokens"]
+    return summary
+
+
+def load_reduction(tok: Store, video_id: str):
+    """The stored Reduction of one video (plan, tokens, kinds, positions)."""
+    import torch
+
+    from vtc.reducers import Reduction
+
+    arrays, attrs = tok.read(video_id)
+    data = {k: torch.from_numpy(np.asarray(v[...])) for k, v in arrays.items()}
+    return Reduction.from_arrays(
+        data, base=attrs["base"], base_grid=tuple(attrs["base_grid"]), n_input_tokens=attrs["n_input_tokens"]
+    )

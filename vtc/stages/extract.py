@@ -1,0 +1,145 @@
+"""Stage 1: decode videos, sample frames, run the vision tower, write features to a zarr store."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from vtc.cache import Store
+from vtc.errors import VtcError
+from vtc.stages.inputs import resolve_inputs
+from vtc.stages.progress import progress_bar
+
+STORAGE_DTYPES = ("float16", "float32")  # zarr has no bfloat16
+
+
+@dataclass
+class ExtractSummary:
+    store: str
+    done: int = 0
+    skipped: int = 0  # already in the store from an earlier run
+    failed: list[dict] = field(default_factory=list)  # {"id", "path", "reason"}
+    frames: int = 0
+    seconds: float = 0.0
+
+    @property
+    def frames_per_s(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "frames_per_s": round(self.frames_per_s, 2)}
+
+
+def features_identity(encoder, policy, storage_dtype: str) -> dict:
+    return {"encoder": encoder.identity(), "sampling": policy.to_dict(), "storage_dtype": storage_dtype}
+
+
+def extract(
+    inputs: list[str],
+    store: str | Path,
+    model: str | None = None,
+    frames: int | None = 32,
+    fps: float | None = None,
+    max_frames: int = 64,
+    backend: str = "decord",
+    device: str = "cpu",
+    dtype: str = "fp32",
+    batch_size: int = 16,
+    storage_dtype: str = "float16",
+    layer: int | None = None,
+    timeout: float | None = 120.0,
+    quiet: bool = False,
+    console=None,
+) -> ExtractSummary:
+    """Extract features of every input video into ``store``; videos already done are skipped.
+
+    Returns a summary; a video that cannot be decoded is recorded in the store's index with its reason
+    and the run goes on.
+    """
+    from vtc.encoders.vision import DEFAULT_MODEL, VisionEncoder
+    from vtc.video import DecodeWorker, SamplingPolicy, VideoError, fingerprint, list_backends
+
+    if storage_dtype not in STORAGE_DTYPES:
+        raise VtcError(f"unknown storage dtype '{storage_dtype}'; valid: {', '.join(STORAGE_DTYPES)}")
+    if backend not in list_backends():
+        raise VtcError(
+            f"decoder backend '{backend}' is not available here; available: {', '.join(list_backends())}"
+        )
+    try:
+        policy = SamplingPolicy(frames=None if fps else frames, fps=fps, max_frames=max_frames)
+    except ValueError as e:
+        raise VtcError(str(e)) from None
+    items = resolve_inputs(inputs)
+    if not items:
+        raise VtcError("no input videos (give files, directories, globs or a .csv/.jsonl manifest)")
+
+    encoder = VisionEncoder(model or DEFAULT_MODEL, device=device, dtype=dtype, layer=layer)
+    st = Store.create(
+        store, "features", features_identity(encoder, policy, storage_dtype), provenance={"stage": "extract"}
+    )
+    summary = ExtractSummary(store=str(store))
+
+    done = st.done()
+    todo = []
+    for vid, path in items:
+        e = done.get(vid)
+        if e is not None and e.get("fingerprint") == _safe_fingerprint(path, fingerprint):
+            summary.skipped += 1
+        else:
+            todo.append((vid, path))
+    if not todo:
+        return summary
+
+    t0 = time.perf_counter()
+    np_dtype = np.dtype(storage_dtype)
+    with (
+        st.writing(),
+        DecodeWorker(policy, backend=backend, size=encoder.preprocess.size, timeout=timeout) as worker,
+        progress_bar("extract", len(todo), "frames", quiet=quiet, console=console) as bar,
+    ):
+        encoder.load()
+        for (vid, path), (_, result) in zip(todo, worker.imap([p for _, p in todo]), strict=True):
+            if isinstance(result, VideoError):
+                reason = str(result)
+                st.fail(vid, reason, source=str(path))
+                summary.failed.append({"id": vid, "path": str(path), "reason": reason})
+                bar.note(f"[yellow]skipped[/] {vid}: {reason}")
+                bar.advance(1, 0)
+                continue
+            feats = encoder.encode(result.frames, batch_size=batch_size).numpy().astype(np_dtype)
+            fp = fingerprint(path)
+            n, hw, c = feats.shape
+            st.write(
+                vid,
+                {
+                    "features": feats,
+                    "frame_indices": result.frame_indices.astype(np.int64),
+                    "timestamps": result.timestamps.astype(np.float64),
+                },
+                attrs={
+                    "source": str(Path(path).resolve()),
+                    "fingerprint": fp,
+                    "decoder": result.backend,
+                    "total_frames": int(result.total_frames),
+                    "video_fps": float(result.fps),
+                    "duration": float(result.duration),
+                    "grid": list(encoder.grid),
+                },
+                summary={"n_frames": int(n), "source": str(Path(path).resolve()), "fingerprint": fp},
+                chunks={"features": (1, hw, c)},
+            )
+            summary.done += 1
+            summary.frames += int(n)
+            bar.advance(1, int(n))
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _safe_fingerprint(path, fingerprint) -> dict | None:
+    try:
+        return fingerprint(path)
+    except OSError:
+        return None
