@@ -140,6 +140,15 @@ class VisionEncoder:
             from transformers import SiglipVisionModel
 
             tower = SiglipVisionModel.from_pretrained(self.model_id, dtype=torch_dtype)
+        # Keep only the layers up to the one stored: hidden_states[k] is the output of layer k, so the
+        # layers after it (and the post-layernorm, which LLaVA-OV never uses) are dead compute.
+        body = getattr(tower, "vision_model", tower)  # transformers 4.x nests it; 5.x does not
+        layers = body.encoder.layers
+        n = len(layers)
+        keep = self.layer if self.layer >= 0 else n + 1 + self.layer
+        if not 0 <= keep <= n:
+            raise VtcError(f"layer {self.layer} does not exist in a {n}-layer tower")
+        body.encoder.layers = layers[:keep]
         self._model = tower.to(self.device).eval()
         return self._model
 
@@ -153,6 +162,9 @@ class VisionEncoder:
         with torch.inference_mode():
             for i in range(0, len(pixels), batch_size):
                 px = pixels[i : i + batch_size].to(self.device, next(model.parameters()).dtype)
-                hs = model(pixel_values=px, output_hidden_states=True).hidden_states
-                out.append(hs[self.layer].float().cpu())
+                vm = getattr(model, "vision_model", model)
+                hidden = vm.encoder(
+                    inputs_embeds=vm.embeddings(px)
+                ).last_hidden_state  # before post_layernorm
+                out.append(hidden.float().cpu())
         return torch.cat(out) if out else torch.empty(0, self.grid[0] * self.grid[1], self.dim)
