@@ -33,7 +33,9 @@ def main(argv: list[str] | None = None) -> None:
 
     _register()
     try:
-        app(args=argv, standalone_mode=False)
+        rc = app(args=argv, standalone_mode=False)  # click returns typer.Exit's code here
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
     except VtcError as e:
         if os.environ.get("VTC_DEBUG"):
             raise
@@ -53,7 +55,3 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(e, click.exceptions.Abort):
             sys.exit(1)
         raise
-
-
-if __name__ == "__main__":
-    main()

@@ -79,32 +79,26 @@ def evaluate(
 
 
 def results_table(results: list[dict], title: str = "vtc eval"):
+    """One row per run; fits 80 columns (method params abbreviated, durations as S/M/L)."""
     from rich.table import Table
 
     t = Table(title=title)
-    for col in (
-        "method",
-        "task",
-        "n",
-        "accuracy",
-        "per duration",
-        "visual tokens mean [min, max]",
-        "TokDense",
-        "wall s",
-    ):
-        t.add_column(col, justify="right" if col not in ("method", "task") else "left")
+    t.add_column("method", min_width=16, max_width=22, overflow="fold")
+    for col in ("n", "acc%", "S/M/L", "tokens", "range", "TokDense", "s"):
+        t.add_column(col, justify="right", no_wrap=True)
     for r in results:
         m = r["method"]
-        name = m["method"] + "".join(f" {k}={v}" for k, v in m.items() if k != "method")
+        name = m["method"] + "".join(f"\n {k}={v}" for k, v in m.items() if k != "method")
         vt = r["visual_tokens"]
-        dur = ", ".join(f"{k} {v:.1f}" for k, v in r.get("per_duration", {}).items())
+        pd = r.get("per_duration", {})
+        dur = "/".join(f"{pd[k]:.0f}" if k in pd else "-" for k in ("short", "medium", "long")) if pd else "-"
         t.add_row(
             name,
-            r["task"],
             str(r["n_samples"]),
             f"{r['accuracy']:.1f}",
             dur,
-            f"{vt['mean']:.1f} [{vt['min']}, {vt['max']}]",
+            f"{vt['mean']:.1f}",
+            f"{vt['min']}-{vt['max']}",
             f"{r['tokdense']:.4f}",
             f"{r['wall_time_s']:.1f}",
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -58,6 +59,12 @@ def evaluate(
 
     for name in ("lmms-eval", "datasets", "evaluate"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # lmms-eval logs through loguru to stdout; keep stdout for vtc's own output (tables, --json).
+
+    from loguru import logger
+
+    logger.remove()
+    logger.add(sys.stderr, level="ERROR")
     tm = TaskManager(verbosity="ERROR", include_path=include_paths or None)
     if task_name not in tm.all_tasks:
         raise VtcError(

@@ -1,0 +1,122 @@
+"""Extract throughput: decode-only frames/s against the whole `vtc extract` pipeline, same videos.
+
+    .venv/bin/python benchmarks/extract.py                       # the sample videos in ../shared/media
+    .venv/bin/python benchmarks/extract.py VIDEO... --frames 32 --repeats 3
+
+Decode-only runs the same decoder, sampling and resize to 384×384 in this process; the pipeline is
+`vtc.stages.extract.extract` (decode worker process + tiny SigLIP tower + zarr writes) into a fresh
+store. The ratio pipeline/decode is the pipeline's overhead over decoding alone. With CUDA, it also
+times the full-size SigLIP-so400m tower (random weights, bf16) on 384×384 frames.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_VIDEOS = sorted((ROOT.parent / "shared" / "media").glob("*.mp4"))
+
+
+def decode_only(videos, frames: int, backend: str) -> float:
+    from vtc.video import SamplingPolicy, decode_video
+
+    policy = SamplingPolicy(frames=frames)
+    t0 = time.perf_counter()
+    n = sum(len(decode_video(v, policy, backend=backend).frames) for v in videos)
+    return n / (time.perf_counter() - t0)
+
+
+def pipeline(videos, frames: int, backend: str, model: str) -> float:
+    from vtc.stages.extract import extract
+
+    with tempfile.TemporaryDirectory() as d:
+        t0 = time.perf_counter()
+        s = extract(
+            [str(v) for v in videos],
+            Path(d) / "f.zarr",
+            model=model,
+            frames=frames,
+            backend=backend,
+            quiet=True,
+        )
+        dt = time.perf_counter() - t0
+        if s.failed:
+            sys.exit(f"pipeline failed on {s.failed}")
+        return s.frames / dt
+
+
+def gpu_so400m(frames: int = 64, repeats: int = 5) -> float | None:
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    from transformers import SiglipVisionConfig, SiglipVisionModel
+
+    cfg = SiglipVisionConfig(
+        hidden_size=1152,
+        intermediate_size=4304,
+        num_hidden_layers=26,
+        num_attention_heads=16,
+        image_size=384,
+        patch_size=14,
+        vision_use_head=False,
+    )
+    model = SiglipVisionModel(cfg).to("cuda", torch.bfloat16).eval()
+    x = torch.randn(frames, 3, 384, 384, device="cuda", dtype=torch.bfloat16)
+    times = []
+    with torch.inference_mode():
+        model(pixel_values=x)
+        for _ in range(repeats):
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            model(pixel_values=x, output_hidden_states=True)
+            torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+    return frames / statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("videos", nargs="*", type=Path, default=DEFAULT_VIDEOS)
+    ap.add_argument("--frames", type=int, default=32)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--backend", default="decord")
+    args = ap.parse_args()
+    if not args.videos:
+        sys.exit("no videos given and none found in ../shared/media")
+
+    from vtc.encoders.tiny import build_tiny_checkpoints
+
+    with tempfile.TemporaryDirectory() as d:
+        model = str(build_tiny_checkpoints(d)["llava_ov"])
+        dec, pipe = [], []
+        for _ in range(args.repeats):  # interleaved so drift hits both alike
+            dec.append(decode_only(args.videos, args.frames, args.backend))
+            pipe.append(pipeline(args.videos, args.frames, args.backend, model))
+    d_med, p_med = statistics.median(dec), statistics.median(pipe)
+    print(
+        f"videos: {', '.join(v.name for v in args.videos)}; {args.frames} frames each; backend {args.backend}; "
+        f"median of {args.repeats}"
+    )
+    print(f"{'measure':<44}{'frames/s':>10}")
+    print(f"{'decode + sample + resize (in process)':<44}{d_med:>10.1f}")
+    print(f"{'whole extract (worker, tiny tower, zarr)':<44}{p_med:>10.1f}")
+    print(
+        f"ratio pipeline / decode-only: {p_med / d_med:.2f}  (overhead {100 * (d_med / p_med - 1):.0f}% time)"
+    )
+    g = gpu_so400m()
+    if g is None:
+        print("SigLIP-so400m bf16 on GPU: skipped (no CUDA device)")
+    else:
+        import torch
+
+        print(f"SigLIP-so400m (26 layers, random) bf16 on {torch.cuda.get_device_name()}: {g:.0f} frames/s")
+
+
+if __name__ == "__main__":
+    main()

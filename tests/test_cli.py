@@ -1,0 +1,93 @@
+"""The `vtc` command line: help, one-line errors, exit codes, JSON output."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.videos import make_corrupt
+from vtc.stages.demo import synth_video
+
+
+def vtc(*args, timeout=300):
+    return subprocess.run(
+        [sys.executable, "-m", "vtc", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_help_lists_verbs_and_is_quick():
+    r = vtc("--help")
+    assert r.returncode == 0
+    for verb in ("extract", "compress", "eval", "info", "demo"):
+        assert verb in r.stdout
+    r = vtc("extract", "--help")
+    assert r.returncode == 0 and "Examples" in r.stdout and "--frames" in r.stdout
+
+
+def test_help_does_not_import_torch():
+    code = "import sys; from vtc.cli.app import _register; _register(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip()
+    assert out == "False"
+
+
+def test_errors_are_one_line_with_exit_2(tmp_path):
+    r = vtc("info", tmp_path / "nothing.zarr")
+    assert r.returncode == 2
+    assert (
+        r.stderr.strip().count("\n") == 0 and r.stderr.startswith("error: ") and "not a vtc store" in r.stderr
+    )
+    r = vtc("compress", tmp_path / "nothing.zarr", "--method", "none")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+def test_compress_list_and_unknown_method(feature_store):
+    r = vtc("compress", "--list")
+    assert r.returncode == 0 and "dyntok" in r.stdout and "threshold" in r.stdout
+    r = vtc("compress", feature_store, "--method", "bogus")
+    assert r.returncode == 2 and "unknown method 'bogus'" in r.stderr and "dyntok" in r.stderr
+    r = vtc("compress", feature_store, "--method", "pool", "--set", "size=3")
+    assert r.returncode == 2 and "stride" in r.stderr
+    r = vtc("compress", feature_store, "--method", "pool", "--set", "stride")
+    assert r.returncode == 2 and "key=value" in r.stderr
+
+
+def test_extract_exit_1_on_failures_with_json_summary(tiny_ckpt, tmp_path):
+    synth_video(tmp_path / "ok.mp4", n_frames=8, seed=1)
+    make_corrupt(tmp_path / "bad.mp4")
+    r = vtc(
+        "extract",
+        tmp_path / "ok.mp4",
+        tmp_path / "bad.mp4",
+        "--store",
+        tmp_path / "f.zarr",
+        "--model",
+        tiny_ckpt["llava_ov"],
+        "--frames",
+        "2",
+        "--json",
+    )
+    assert r.returncode == 1, r.stderr
+    s = json.loads(r.stdout)
+    assert s["done"] == 1 and [f["id"] for f in s["failed"]] == ["bad"]
+    r = vtc("info", tmp_path / "f.zarr", "--json")
+    info = json.loads(r.stdout)
+    assert info["summary"]["videos done"] == 1 and info["failures"][0]["id"] == "bad"
+    r = vtc("info", tmp_path / "f.zarr")
+    assert r.returncode == 0 and "failed videos" in r.stdout and "bad" in r.stdout
+
+
+@pytest.mark.slow
+def test_demo_prints_results_table(tmp_path):
+    r = vtc("demo", "--workdir", tmp_path / "demo", timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "vtc demo" in r.stdout
+    for method in ("none", "pool", "dyntok"):
+        assert method in r.stdout
+    # 8 frames x 196 + 1 for `none` on every video
+    assert "1569.0" in r.stdout and "1569-1569" in r.stdout

@@ -1,0 +1,174 @@
+"""`vtc extract` as a stage: the store it writes, resume, bad inputs, provenance, kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from tests.videos import make_audio_only, make_corrupt, make_empty, make_truncated
+from vtc.cache import INDEX_FILE, Store
+from vtc.errors import VtcError
+from vtc.stages.demo import synth_video
+from vtc.stages.extract import extract
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    d = tmp_path_factory.mktemp("videos")
+    for i in range(3):
+        synth_video(d / f"clip{i}.mp4", n_frames=12 + 4 * i, seed=i + 1)
+    return d
+
+
+def test_extract_writes_features_and_metadata(videos, tiny_ckpt, tmp_path):
+    s = extract([str(videos)], tmp_path / "f.zarr", model=str(tiny_ckpt["llava_ov"]), frames=4, quiet=True)
+    assert (s.done, s.skipped, s.failed, s.frames) == (3, 0, [], 12)
+    st = Store.open(tmp_path / "f.zarr", kind="features")
+    assert sorted(st.done()) == ["clip0", "clip1", "clip2"]
+    arrays, attrs = st.read("clip1")
+    assert arrays["features"].shape == (4, 729, 32) and arrays["features"].dtype == np.float16
+    # 16 frames, 4 sampled uniformly as LLaVA-OV does: linspace(0, 15, 4).astype(int)
+    np.testing.assert_array_equal(arrays["frame_indices"][...], [0, 5, 10, 15])
+    np.testing.assert_allclose(arrays["timestamps"][...], np.array([0, 5, 10, 15]) / 8.0)
+    assert attrs["decoder"] == "decord" and attrs["total_frames"] == 16
+    assert attrs["source"] == str((videos / "clip1.mp4").resolve())
+    assert set(attrs["fingerprint"]) >= {"size", "mtime_ns"}
+    ident = st.meta["identity"]
+    assert ident["encoder"]["layer"] == -1 and ident["encoder"]["grid"] == [27, 27]
+    assert ident["sampling"]["frames"] == 4 and ident["storage_dtype"] == "float16"
+    assert st.meta["versions"]["torch"] != "absent"
+    # features equal the tower's output on the same frames (through fp16 storage)
+    from vtc.encoders.vision import VisionEncoder
+    from vtc.video import SamplingPolicy, decode_video
+
+    dec = decode_video(videos / "clip1.mp4", SamplingPolicy(frames=4))
+    ref = VisionEncoder(str(tiny_ckpt["llava_ov"])).encode(dec.frames).numpy().astype(np.float16)
+    np.testing.assert_array_equal(arrays["features"][...], ref)
+
+
+def test_rerun_skips_done_and_refuses_other_provenance(videos, tiny_ckpt, tmp_path):
+    kw = {"model": str(tiny_ckpt["llava_ov"]), "quiet": True}
+    extract([str(videos / "clip0.mp4")], tmp_path / "f.zarr", frames=4, **kw)
+    s = extract([str(videos)], tmp_path / "f.zarr", frames=4, **kw)
+    assert (s.done, s.skipped) == (2, 1)
+    lines = (tmp_path / "f.zarr" / INDEX_FILE).read_text().splitlines()
+    assert len(lines) == 3  # nothing written twice
+    with pytest.raises(
+        VtcError, match=r"different provenance \(sampling.frames: store has 4, this run has 6\)"
+    ):
+        extract([str(videos)], tmp_path / "f.zarr", frames=6, **kw)
+    with pytest.raises(VtcError, match="different provenance"):
+        extract([str(videos)], tmp_path / "f.zarr", frames=4, storage_dtype="float32", **kw)
+
+
+def test_changed_file_is_extracted_again(videos, tiny_ckpt, tmp_path):
+    v = tmp_path / "v.mp4"
+    synth_video(v, n_frames=12, seed=1)
+    kw = {"model": str(tiny_ckpt["llava_ov"]), "frames": 4, "quiet": True}
+    extract([str(v)], tmp_path / "f.zarr", **kw)
+    synth_video(v, n_frames=20, seed=2)
+    s = extract([str(v)], tmp_path / "f.zarr", **kw)
+    assert (s.done, s.skipped) == (1, 0)
+    assert Store.open(tmp_path / "f.zarr").read("v")[1]["total_frames"] == 20
+
+
+def test_bad_inputs_are_recorded_and_skipped(videos, tiny_ckpt, tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    make_corrupt(bad / "corrupt.mp4")
+    make_empty(bad / "empty.mp4")
+    make_truncated(videos / "clip2.mp4", bad / "truncated.mp4", keep_fraction=0.05)
+    make_audio_only(bad / "audio.mp4")
+    inputs = [str(videos / "clip0.mp4"), str(bad), str(tmp_path / "missing.mp4")]
+    s = extract(inputs, tmp_path / "f.zarr", model=str(tiny_ckpt["llava_ov"]), frames=4, quiet=True)
+    failed = {f["id"]: f["reason"] for f in s.failed}
+    assert s.done == 1
+    assert set(failed) == {"corrupt", "empty", "truncated", "audio", "missing"}
+    assert all(r and "\n" not in r for r in failed.values())
+    st = Store.open(tmp_path / "f.zarr")
+    assert set(st.failed()) == set(failed) and set(st.done()) == {"clip0"}
+    assert st.failed()["missing"]["source"].endswith("missing.mp4")
+
+
+def test_bad_options_are_one_line_errors(videos, tiny_ckpt, tmp_path):
+    kw = {"model": str(tiny_ckpt["llava_ov"]), "quiet": True}
+    with pytest.raises(VtcError, match="storage dtype"):
+        extract([str(videos)], tmp_path / "a.zarr", storage_dtype="bfloat16", **kw)
+    with pytest.raises(VtcError, match="backend 'nope'"):
+        extract([str(videos)], tmp_path / "a.zarr", backend="nope", **kw)
+    with pytest.raises(VtcError, match="cannot load model config"):
+        extract([str(videos)], tmp_path / "a.zarr", model=str(tmp_path / "no-model"))
+    (tmp_path / "emptydir").mkdir()
+    with pytest.raises(VtcError, match="no input videos"):
+        extract([str(tmp_path / "emptydir")], tmp_path / "a.zarr", **kw)
+
+
+def test_pyav_backend_and_fps_sampling(videos, tiny_ckpt, tmp_path):
+    s = extract(
+        [str(videos / "clip2.mp4")],
+        tmp_path / "f.zarr",
+        model=str(tiny_ckpt["llava_ov"]),
+        backend="pyav",
+        fps=2.0,
+        max_frames=64,
+        quiet=True,
+    )
+    arrays, attrs = Store.open(tmp_path / "f.zarr").read("clip2")
+    # 20 frames at 8 fps = 2.5 s; 2 frames per second -> t = 0, 0.5, 1.0, 1.5, 2.0
+    assert s.frames == 5 and attrs["decoder"] == "pyav"
+    np.testing.assert_array_equal(arrays["frame_indices"][...], [0, 4, 8, 12, 16])
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_completes_without_duplicates(tiny_ckpt, tmp_path):
+    vids = tmp_path / "v"
+    vids.mkdir()
+    for i in range(8):
+        synth_video(vids / f"k{i}.mp4", n_frames=16, seed=i + 1)
+    store = tmp_path / "f.zarr"
+    cmd = [
+        sys.executable,
+        "-m",
+        "vtc",
+        "extract",
+        str(vids),
+        "--store",
+        str(store),
+        "--model",
+        str(tiny_ckpt["llava_ov"]),
+        "--frames",
+        "8",
+        "--quiet",
+    ]
+    p = subprocess.Popen(cmd, start_new_session=True)
+    index = store / INDEX_FILE
+    deadline = time.time() + 60
+    while time.time() < deadline:  # kill as soon as the first video is committed
+        if index.exists() and index.read_text().count("\n") >= 1:
+            break
+        time.sleep(0.01)
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    first = Store.open(store).done()
+    assert 1 <= len(first) < 8, "the kill should land mid-run"
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    st = Store.open(store)
+    assert sorted(st.done()) == [f"k{i}" for i in range(8)]
+    lines = [json.loads(x) for x in index.read_text().splitlines() if x.strip()]
+    assert len(lines) == 8 and len({e["id"] for e in lines}) == 8  # no duplicate commits
+    # every video's data is complete and identical to a clean run
+    clean = extract(
+        [str(vids)], tmp_path / "clean.zarr", model=str(tiny_ckpt["llava_ov"]), frames=8, quiet=True
+    )
+    assert clean.done == 8
+    ref = Store.open(tmp_path / "clean.zarr")
+    for vid in st.done():
+        np.testing.assert_array_equal(st.read(vid)[0]["features"][...], ref.read(vid)[0]["features"][...])
