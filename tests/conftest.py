@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
@@ -50,23 +48,13 @@ def feature_store(tmp_path_factory, tiny_ckpt, frames_by_video):
 
 def write_videomme_questions(path, rows):
     """rows: (videoID, duration, answer) -> a Video-MME-format questions.jsonl at path."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        for i, (vid, duration, answer) in enumerate(rows):
-            f.write(
-                json.dumps(
-                    {
-                        "videoID": vid,
-                        "question_id": f"{i:03d}-1",
-                        "duration": duration,
-                        "domain": "Knowledge",
-                        "sub_category": "Humanity & History",
-                        "task_type": "Counting Problem",
-                        "question": "What is shown?",
-                        "options": ["A. a", "B. b", "C. c", "D. d"],
-                        "answer": answer,
-                    }
-                )
-                + "\n"
-            )
-    return path
+    from vtc.eval.tasks import videomme_row, write_jsonl
+
+    options = ["A. a", "B. b", "C. c", "D. d"]
+    return write_jsonl(
+        path,
+        [
+            videomme_row(vid, f"{i:03d}-1", dur, "What is shown?", options, answer)
+            for i, (vid, dur, answer) in enumerate(rows)
+        ],
+    )

@@ -6,7 +6,6 @@ The numbers mean nothing (random weights); that every stage runs, and the token 
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -61,29 +60,13 @@ def synth_video(
 
 
 def write_demo_task(task_dir: Path) -> Path:
-    task_dir.mkdir(parents=True, exist_ok=True)
-    path = task_dir / "questions.jsonl"
-    with open(path, "w") as f:
-        for i, (vid, duration, q, options, answer) in enumerate(DEMO_QUESTIONS):
-            f.write(
-                json.dumps(
-                    {
-                        "video_id": f"{i:03d}",
-                        "videoID": vid,
-                        "question_id": f"{i:03d}-1",
-                        "duration": duration,
-                        "domain": "Knowledge",
-                        "sub_category": "Humanity & History",
-                        "task_type": "Counting Problem",
-                        "url": "",
-                        "question": q,
-                        "options": options,
-                        "answer": answer,
-                    }
-                )
-                + "\n"
-            )
-    return path
+    from vtc.eval.tasks import videomme_row, write_jsonl
+
+    rows = [
+        videomme_row(vid, f"{i:03d}-1", duration, q, options, answer)
+        for i, (vid, duration, q, options, answer) in enumerate(DEMO_QUESTIONS)
+    ]
+    return write_jsonl(task_dir / "questions.jsonl", rows)
 
 
 def demo(workdir: str | Path = "vtc-demo", frames: int = 8, quiet: bool = False, console=None) -> list[dict]:

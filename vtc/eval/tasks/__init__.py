@@ -16,6 +16,7 @@ it, so accuracy is computed exactly as lmms-eval computes it.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from vtc.errors import VtcError
@@ -70,6 +71,33 @@ metadata:
 """
 
 
+def videomme_row(
+    video_id: str, question_id: str, duration: str, question: str, options: list[str], answer: str, **extra
+) -> dict:
+    """One question in lmms-eval/Video-MME's row format (category columns default to one valid value)."""
+    return {
+        "videoID": video_id,
+        "question_id": question_id,
+        "duration": duration,
+        "domain": "Knowledge",
+        "sub_category": "Humanity & History",
+        "task_type": "Counting Problem",
+        "url": "",
+        "question": question,
+        "options": options,
+        "answer": answer,
+        **extra,
+    }
+
+
+def write_jsonl(path: str | Path, rows: list[dict]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    return path
+
+
 def find_data_file(data_dir: str | Path) -> Path:
     d = Path(data_dir)
     if d.is_file():
@@ -84,8 +112,6 @@ def find_data_file(data_dir: str | Path) -> Path:
 
 def check_rows(name: str, data_file: Path) -> int:
     """Fail early (and in one line) on a question file that lmms-eval would choke on later."""
-    import json
-
     if data_file.suffix != ".jsonl":
         return -1
     required = LOCAL_TASKS[name]["required"]
