@@ -23,7 +23,9 @@ def runner(tiny_ckpt):
 
 @pytest.fixture(scope="module")
 def none_store(feature_store, tmp_path_factory):
-    return compress(feature_store, "none", out=tmp_path_factory.mktemp("tok") / "none.zarr", quiet=True).out
+    s = compress(feature_store, "none", out=tmp_path_factory.mktemp("tok") / "none.zarr", quiet=True)
+    assert s.vs_stock == 1.0 and s.llm_tokens == (4 + 3) * 196 + 2
+    return s.out
 
 
 def test_none_logits_equal_stock_pixel_path(runner, none_store, frames_by_video):

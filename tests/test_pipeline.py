@@ -62,6 +62,8 @@ def test_pipeline_artifacts(tiny_ckpt, tmp_path):
     kinds = arrays["kind"][...].tolist()
     assert kinds.count(1) == 42 and kinds.count(2) == 1 and kinds[-1] == 2
     assert tok.llm_tokens == sum(e["n_llm_tokens"] for e in st.done().values())
+    assert tok.tokens_in == 2 * 3 * 729 and tok.stock_tokens == 2 * (3 * 196 + 1)
+    assert tok.vs_stock == tok.llm_tokens / tok.stock_tokens
 
     data = write_videomme_questions(tmp_path / "q" / "q.jsonl", [("v0", "short", "A"), ("v1", "long", "B")])
     r = evaluate("videomme", tok.out, str(tiny_ckpt["llava_ov"]), data=data.parent, out=tmp_path / "eval")

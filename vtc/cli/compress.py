@@ -62,10 +62,22 @@ def compress(
     from rich.table import Table
 
     t = Table(title=f"compress {s.method['method']} → {s.out}")
-    for col in ("videos done", "skipped (already done)", "tokens in", "LLM tokens", "retained"):
+    for col in (
+        "videos done",
+        "skipped (already done)",
+        "tokens in",
+        "LLM tokens",
+        "of input",
+        "of stock LLaVA-OV",
+    ):
         t.add_column(col, justify="right")
     t.add_row(
-        str(s.done), str(s.skipped), f"{s.tokens_in:,}", f"{s.llm_tokens:,}", f"{100 * s.retained:.2f}%"
+        str(s.done),
+        str(s.skipped),
+        f"{s.tokens_in:,}",
+        f"{s.llm_tokens:,}",
+        f"{100 * s.retained:.2f}%",
+        f"{100 * s.vs_stock:.2f}%",
     )
     con.print(t)
     con.print(f"config: {json.dumps(s.method)}", highlight=False)

@@ -30,6 +30,7 @@ class CompressSummary:
     parent_failed: int = 0
     tokens_in: int = 0
     llm_tokens: int = 0
+    stock_tokens: int = 0  # what stock LLaVA-OV would send: frames x pooled grid + 1 newline per video
     seconds: float = 0.0
     failed: list[dict] = field(default_factory=list)
 
@@ -38,7 +39,16 @@ class CompressSummary:
         return self.llm_tokens / self.tokens_in if self.tokens_in else 0.0
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "retained": round(self.retained, 6)}
+        return {**asdict(self), "retained": round(self.retained, 6), "vs_stock": round(self.vs_stock, 6)}
+
+    @property
+    def vs_stock(self) -> float:
+        return self.llm_tokens / self.stock_tokens if self.stock_tokens else 0.0
+
+
+def stock_llm_tokens(n_frames: int, grid) -> int:
+    """Tokens stock LLaVA-OV sends for a video: F x ceil(H/2) x ceil(W/2) + one newline (32 frames: 6,273)."""
+    return n_frames * -(-grid[0] // 2) * -(-grid[1] // 2) + 1
 
 
 def make_reducer(method: str, params: dict[str, str]):
@@ -129,6 +139,7 @@ def compress(
     for e in tok.done().values():
         summary.tokens_in += e["n_input_tokens"]
         summary.llm_tokens += e["n_llm_tokens"]
+        summary.stock_tokens += stock_llm_tokens(e["n_frames"], grid)
     return summary
 
 

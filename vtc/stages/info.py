@@ -30,14 +30,19 @@ def store_info(path: str | Path) -> dict:
         )
     else:
         n_in = sum(e["n_input_tokens"] for e in done.values())
+        from vtc.stages.compress import stock_llm_tokens
+
         n_llm = [e["n_llm_tokens"] for e in done.values()]
+        grid = st.meta.get("parent_identity", {}).get("encoder", {}).get("grid", [27, 27])
+        stock = sum(stock_llm_tokens(e["n_frames"], grid) for e in done.values())
         summary.update(
             {
                 "method": st.meta["identity"]["method"],
                 "parent": st.meta["identity"]["parent"]["path"],
                 "tokens in": n_in,
                 "LLM tokens": sum(n_llm),
-                "retained": f"{100 * sum(n_llm) / n_in:.2f}%" if n_in else "-",
+                "retained (of input tokens)": f"{100 * sum(n_llm) / n_in:.2f}%" if n_in else "-",
+                "retained (of stock LLaVA-OV tokens)": f"{100 * sum(n_llm) / stock:.2f}%" if stock else "-",
                 "LLM tokens per video (min/mean/max)": (
                     f"{min(n_llm)} / {sum(n_llm) / len(n_llm):.1f} / {max(n_llm)}" if n_llm else "-"
                 ),
