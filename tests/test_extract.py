@@ -97,6 +97,29 @@ def test_bad_inputs_are_recorded_and_skipped(videos, tiny_ckpt, tmp_path):
     assert st.failed()["missing"]["source"].endswith("missing.mp4")
 
 
+def test_hanging_and_crashing_decoders_cost_one_video_each(videos, tiny_ckpt, tmp_path):
+    d = tmp_path / "v"
+    d.mkdir()
+    for name in ("a_ok", "b_hang", "c_crash", "d_ok"):
+        (d / f"{name}.mp4").write_bytes((videos / "clip0.mp4").read_bytes())
+    t0 = time.time()
+    s = extract(
+        [str(d)],
+        tmp_path / "f.zarr",
+        model=str(tiny_ckpt["llava_ov"]),
+        frames=4,
+        timeout=3,
+        quiet=True,
+        _decode_fn="tests.videos:faulty_decode",
+    )
+    assert time.time() - t0 < 60
+    assert s.done == 2
+    reasons = {f["id"]: f["reason"] for f in s.failed}
+    assert reasons["b_hang"] == "decode timed out after 3s"
+    assert reasons["c_crash"].startswith("decoder crashed")
+    assert set(Store.open(tmp_path / "f.zarr").done()) == {"a_ok", "d_ok"}
+
+
 def test_bad_options_are_one_line_errors(videos, tiny_ckpt, tmp_path):
     kw = {"model": str(tiny_ckpt["llava_ov"]), "quiet": True}
     with pytest.raises(VtcError, match="storage dtype"):

@@ -53,11 +53,13 @@ def extract(
     timeout: float | None = 120.0,
     quiet: bool = False,
     console=None,
+    _decode_fn: str | None = None,
 ) -> ExtractSummary:
     """Extract features of every input video into ``store``; videos already done are skipped.
 
     Returns a summary; a video that cannot be decoded is recorded in the store's index with its reason
-    and the run goes on.
+    and the run goes on. ``_decode_fn`` ("module:function") replaces the decoder in the worker: a test
+    hook for decoders that hang or crash.
     """
     from vtc.encoders.vision import DEFAULT_MODEL, VisionEncoder
     from vtc.video import DecodeWorker, SamplingPolicy, VideoError, fingerprint, list_backends
@@ -97,7 +99,9 @@ def extract(
     np_dtype = np.dtype(storage_dtype)
     with (
         st.writing(),
-        DecodeWorker(policy, backend=backend, size=encoder.preprocess.size, timeout=timeout) as worker,
+        DecodeWorker(
+            policy, backend=backend, size=encoder.preprocess.size, timeout=timeout, _decode_fn=_decode_fn
+        ) as worker,
         progress_bar("extract", len(todo), "frames", quiet=quiet, console=console) as bar,
     ):
         encoder.load()
