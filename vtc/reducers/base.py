@@ -13,7 +13,7 @@ the stock way first and applies the plan to the result. Flattened index: ``t*Hb*
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -48,6 +48,9 @@ class Reduction:
     base: str
     base_grid: tuple[int, int, int]
     n_input_tokens: int
+    # Method-specific side outputs stored beside the plan as "extra_<name>" arrays (e.g. VQToken's
+    # index map M[T, H, W] and codebook, for the trainable adapters).
+    extras: dict[str, Tensor] = field(default_factory=dict)
 
     @property
     def n_llm_tokens(self) -> int:
@@ -89,6 +92,7 @@ class Reduction:
             "indptr": self.indptr.cpu().numpy().astype(np.int64),
             "src": self.src.cpu().numpy().astype(np.int64),
             "weight": self.weight.cpu().numpy().astype(np.float32),
+            **{f"extra_{k}": v.detach().cpu().numpy() for k, v in self.extras.items()},
         }
 
     @classmethod
@@ -109,6 +113,11 @@ class Reduction:
             base=str(base),
             base_grid=tuple(int(v) for v in base_grid),
             n_input_tokens=int(n_input_tokens),
+            extras={
+                k[6:]: torch.from_numpy(np.array(v, copy=True))
+                for k, v in arrays.items()
+                if k.startswith("extra_")
+            },
         )
 
 
@@ -230,3 +239,54 @@ def newline_row(base_grid: tuple[int, int, int]) -> Tensor:
     """pos of LLaVA-OV's single end-of-video newline: (T-1, Hb-1, Wb-1), int32 [1, 3]."""
     T, Hb, Wb = base_grid
     return torch.tensor([[T - 1, Hb - 1, Wb - 1]], dtype=torch.int32)
+
+
+def reduction_from_groups(
+    base_feats: Tensor,
+    group: Tensor,
+    weight: Tensor,
+    base: str,
+    base_grid: tuple[int, int, int],
+    n_input_tokens: int,
+    extras: dict[str, Tensor] | None = None,
+) -> Reduction:
+    """Build a Reduction whose visual tokens are weighted means of groups of base tokens, then the newline.
+
+    base_feats: [Nb, C] features of the base grid (flattened t, h, w); group: int64 [Nb], the output
+    token each base token feeds (0..K-1, in output order), or -1 if it is dropped; weight: [Nb] relative
+    weights (e.g. ToMe sizes), normalised to sum 1 within each group. Every id in 0..K-1 must be used.
+    Pruning = singleton groups with weight 1. Sources within a row are ascending; no Python loops.
+    """
+    nb = base_feats.shape[0]
+    if group.shape != (nb,) or weight.shape != (nb,):
+        raise ValueError(f"group and weight must be [{nb}], got {list(group.shape)} and {list(weight.shape)}")
+    keep = group >= 0
+    g, idx, w = group[keep], torch.arange(nb)[keep], weight[keep].double()
+    k = int(g.max()) + 1 if g.numel() else 0
+    counts = torch.bincount(g, minlength=k)
+    if k and bool((counts == 0).any()):
+        raise ValueError("group ids must cover 0..K-1 with no gaps")
+    order = torch.argsort(g * nb + idx)  # by group, then source index ascending
+    g, idx, w = g[order], idx[order], w[order]
+    total = torch.zeros(k, dtype=torch.float64).index_add_(0, g, w)
+    w = (w / total[g]).float()
+    indptr = torch.zeros(k + 2, dtype=torch.long)
+    indptr[1 : k + 1] = counts.cumsum(0)
+    indptr[-1] = indptr[-2]
+    feats = base_feats.float()
+    tokens = torch.zeros(k + 1, feats.shape[1]).index_add_(0, g, feats[idx] * w[:, None])
+    kind = torch.zeros(k + 1, dtype=torch.uint8)
+    kind[-1] = KIND_NEWLINE
+    pos = torch.cat((plan_pos(indptr[:-1], idx, w, base_grid), newline_row(base_grid)))
+    return Reduction(
+        tokens=tokens,
+        kind=kind,
+        pos=pos,
+        indptr=indptr,
+        src=idx,
+        weight=w,
+        base=base,
+        base_grid=tuple(base_grid),
+        n_input_tokens=int(n_input_tokens),
+        extras=dict(extras or {}),
+    )
