@@ -89,19 +89,37 @@ def _print_methods(con, json_out: bool) -> None:
     from vtc.reducers import list_reducers
 
     rows = []
-    for name, cls in sorted(list_reducers().items()):
-        params = {f.name: f.default for f in dataclasses.fields(cls)}
+    for name, cls in list_reducers().items():
         doc = (cls.__doc__ or "").strip().splitlines()
-        rows.append({"method": name, "description": doc[0] if doc else "", "parameters": params})
+        info = cls.info
+        rows.append(
+            {
+                "method": name,
+                "description": doc[0] if doc else "",
+                "paper": info.paper,
+                "parameters": {f.name: f.default for f in dataclasses.fields(cls)},
+                "needs_training": info.training,
+                "fixed_budget": info.budget,
+                "licence": info.licence,
+            }
+        )
     if json_out:
         print(json.dumps(rows, indent=2, default=str))
         return
     from rich.table import Table
 
-    t = Table(title="vtc compress methods")
+    t = Table(title=f"vtc compress methods ({len(rows)})")
     t.add_column("method", style="bold")
     t.add_column("description")
+    t.add_column("paper")
     t.add_column("parameters (defaults)")
+    t.add_column("notes")
     for r in rows:
-        t.add_row(r["method"], r["description"], ", ".join(f"{k}={v}" for k, v in r["parameters"].items()))
+        notes = ["needs training" if r["needs_training"] else "training-free"]
+        if r["fixed_budget"]:
+            notes.append("--set budget=M")
+        if r["licence"]:
+            notes.append(r["licence"])
+        params = ", ".join(f"{k}={v}" for k, v in r["parameters"].items())
+        t.add_row(r["method"], r["description"], r["paper"], params or "-", "; ".join(notes))
     con.print(t)

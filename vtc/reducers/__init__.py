@@ -13,12 +13,20 @@ from vtc.reducers.base import (
     interp_matrix,
     llava_pool,
 )
-from vtc.reducers.registry import ReducerError, get_reducer, list_reducers, reducer_config, register
+from vtc.reducers.registry import (
+    MethodInfo,
+    ReducerError,
+    get_reducer,
+    list_reducers,
+    reducer_config,
+    register,
+)
 
 __all__ = [
     "KIND_MARKER",
     "KIND_NEWLINE",
     "KIND_VISUAL",
+    "MethodInfo",
     "Reducer",
     "ReducerError",
     "Reduction",

@@ -21,7 +21,7 @@ from vtc.reducers.registry import register
 GRIDS = ("native", "pooled")
 
 
-@register("dyntok")
+@register("dyntok", paper="DynTok (seed 001, §3.2)")
 @dataclass(frozen=True)
 class DynTok:
     """Merge runs of similar adjacent tokens within each row of each frame; one grid marker per row.

@@ -11,7 +11,7 @@ from vtc.reducers.base import KIND_NEWLINE, Reduction, check_input, grid_pos, ll
 from vtc.reducers.registry import register
 
 
-@register("none")
+@register("none", paper="LLaVA-OneVision video path (stock)")
 @dataclass(frozen=True)
 class NoReduction:
     """Identity on the pooled base: T*ceil(H/2)*ceil(W/2) visual tokens + one newline.

@@ -23,7 +23,7 @@ from vtc.reducers.registry import register
 MODES = ("avg", "bilinear")
 
 
-@register("pool")
+@register("pool", paper="baseline: LLaVA-OV bilinear pooling / average pooling")
 @dataclass(frozen=True)
 class Pool:
     """Pool each frame H x W -> ceil(H/stride) x ceil(W/stride) on the native base.

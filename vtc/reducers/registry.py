@@ -20,15 +20,29 @@ class ReducerError(VtcError, ValueError):
     """A bad method name or parameter: a ValueError for callers, a one-line VtcError for the CLI."""
 
 
-def register(name: str):
-    """Class decorator: register a frozen dataclass reducer under `name`."""
+@dataclasses.dataclass(frozen=True)
+class MethodInfo:
+    """What `vtc compress --list` shows beside a method's docstring and parameters."""
+
+    paper: str = ""  # e.g. "DynTok (seed 001, §3.2)"
+    training: bool = False  # the method's full form needs a trained adapter
+    licence: str | None = None  # a note where the original code is non-commercial
+    budget: bool = False  # has a `budget` parameter: exactly that many visual tokens (fixed-length mode)
+
+
+def register(name: str, **info):
+    """Class decorator: register a frozen dataclass reducer under `name`; ``info`` fills MethodInfo."""
+    meta = MethodInfo(**info)
 
     def deco(cls: type) -> type:
         if not dataclasses.is_dataclass(cls):
             raise TypeError(f"reducer {cls.__name__} must be a dataclass")
         if name in _REGISTRY and _REGISTRY[name] is not cls:
             raise ValueError(f"reducer name {name!r} is already registered by {_REGISTRY[name].__name__}")
+        if meta.budget and "budget" not in {f.name for f in dataclasses.fields(cls)}:
+            raise TypeError(f"reducer {name} declares budget=True but has no `budget` field")
         _REGISTRY[name] = cls
+        cls.info = meta
         return cls
 
     return deco

@@ -81,8 +81,16 @@ def compress(
 
     from vtc.reducers import reducer_config
 
+    import dataclasses
+
+    from vtc.reducers import list_reducers
+
     feats = Store.open(store, kind="features")
-    reducer = make_reducer(method, params or {})
+    params = dict(params or {})
+    cls = list_reducers().get(method)
+    if cls is not None and "seed" in {f.name for f in dataclasses.fields(cls)} and "seed" not in params:
+        params["seed"] = str(seed)  # --seed seeds methods with randomness unless --set seed=… is given
+    reducer = make_reducer(method, params)
     config = reducer_config(reducer)
     out = Path(out) if out else default_out(store, {**config, "seed": seed})
     parent = Path(store).resolve()
