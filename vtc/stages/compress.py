@@ -77,13 +77,11 @@ def compress(
     console=None,
 ) -> CompressSummary:
     """Reduce every done video of feature store ``store`` with ``method`` into token store ``out``."""
-    import torch
-
-    from vtc.reducers import reducer_config
-
     import dataclasses
 
-    from vtc.reducers import list_reducers
+    import torch
+
+    from vtc.reducers import list_reducers, reducer_config
 
     feats = Store.open(store, kind="features")
     params = dict(params or {})
