@@ -34,6 +34,13 @@ def info(
         t.add_row(k, str(v))
     con.print(t)
     con.print("[bold]identity[/]", json.dumps(s["identity"], indent=1), highlight=False)
+    if s["histogram"]:
+        what = "LLM tokens" if s["kind"] == "tokens" else "frames"
+        peak = max(b["count"] for b in s["histogram"])
+        con.print(f"[bold]{what} per video[/]")
+        for b in s["histogram"]:
+            bar = "█" * max(1, round(30 * b["count"] / peak)) if b["count"] else ""
+            con.print(f"  {b['lo']:>9} – {b['hi']:<9} {bar} {b['count']}", highlight=False)
     if s["failures"]:
         f = Table(title="failed videos")
         f.add_column("id")

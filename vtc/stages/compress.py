@@ -117,7 +117,9 @@ def compress(
             x = torch.from_numpy(arrays["features"][...])
             # Seeded per video from (seed, id) so the result does not depend on processing order.
             torch.manual_seed(int(stable_hash([seed, vid], 15), 16))
+            t_red = time.perf_counter()
             red = reducer(x, grid)
+            t_red = time.perf_counter() - t_red
             data = red.to_arrays()
             data["tokens"] = data["tokens"].astype(x.numpy().dtype)
             n_in = int(x.shape[0] * x.shape[1])
@@ -133,6 +135,7 @@ def compress(
                     "n_frames": int(x.shape[0]),
                 },
                 summary={
+                    "reduce_s": round(t_red, 6),
                     "n_input_tokens": n_in,
                     "n_llm_tokens": int(red.n_llm_tokens),
                     "n_visual": int(red.n_visual()),

@@ -48,6 +48,9 @@ def store_info(path: str | Path) -> dict:
                 ),
             }
         )
+        secs = [e["reduce_s"] for e in done.values() if "reduce_s" in e]
+        if secs:
+            summary["reduce time per video (median)"] = f"{1000 * sorted(secs)[len(secs) // 2]:.1f} ms"
     summary["created"] = st.meta.get("created")
     summary["vtc"] = st.meta.get("versions", {}).get("vtc")
     return {
@@ -57,4 +60,24 @@ def store_info(path: str | Path) -> dict:
         "identity": st.meta["identity"],
         "versions": st.meta.get("versions", {}),
         "failures": [{"id": k, **v} for k, v in failed.items()],
+        "histogram": histogram(
+            [e.get("n_llm_tokens" if st.kind == "tokens" else "n_frames", 0) for e in done.values()]
+        ),
     }
+
+
+def histogram(values: list[int], bins: int = 8) -> list[dict]:
+    """Equal-width bins over [min, max]: [{"lo", "hi", "count"}] (one bin when all values are equal)."""
+    if not values:
+        return []
+    lo, hi = min(values), max(values)
+    if lo == hi:
+        return [{"lo": lo, "hi": hi, "count": len(values)}]
+    width = (hi - lo) / bins
+    counts = [0] * bins
+    for v in values:
+        counts[min(int((v - lo) / width), bins - 1)] += 1
+    return [
+        {"lo": round(lo + i * width, 1), "hi": round(lo + (i + 1) * width, 1), "count": c}
+        for i, c in enumerate(counts)
+    ]
