@@ -59,6 +59,16 @@ def row_of_entries(r: Reduction) -> torch.Tensor:
     return torch.repeat_interleave(torch.arange(r.n_llm_tokens), r.indptr[1:] - r.indptr[:-1])
 
 
+def reduce(name, params, x, grid):
+    """Call a reducer, giving methods that need per-video arrays (e.g. attention) seeded synthetic ones."""
+    r = get_reducer(name, **params)
+    aux = {}
+    if "attention" in type(r).info.needs:
+        g = torch.Generator().manual_seed(x.shape[0] * 1000 + x.shape[1])
+        aux["attention"] = torch.rand(x.shape[0], x.shape[1], generator=g).softmax(dim=1)
+    return r(x, grid, **aux)
+
+
 def ids(cfg):
     name, params = cfg
     return name + "".join(f"-{k}={v}" for k, v in params.items())
@@ -75,7 +85,7 @@ def test_contract(cfg, T, grid):
     H, W = grid
     C = 6
     x = smooth_video(T, H, W, C, seed=T * 100 + H)
-    r = get_reducer(name, **params)(x, grid)
+    r = reduce(name, params, x, grid)
     N = r.n_llm_tokens
 
     # shapes and dtypes
@@ -137,7 +147,7 @@ def test_contract(cfg, T, grid):
     assert (out[~visual] == newline).all() and (r.tokens[~visual] == 0).all()
 
     # deterministic; storage round trip
-    again = get_reducer(name, **params)(x, grid)
+    again = reduce(name, params, x, grid)
     assert all(torch.equal(a, b) for a, b in zip(fields(r), fields(again), strict=True))
     back = Reduction.from_arrays(r.to_arrays(), r.base, r.base_grid, r.n_input_tokens)
     assert all(torch.equal(a, b) for a, b in zip(fields(r), fields(back), strict=True))
@@ -148,8 +158,8 @@ def test_contract(cfg, T, grid):
 def test_float16_input_is_computed_in_float32(cfg):
     name, params = cfg
     x16 = smooth_video(3, 27, 27, 8, seed=7, dtype=torch.float16)
-    r16 = get_reducer(name, **params)(x16, (27, 27))
-    r32 = get_reducer(name, **params)(x16.float(), (27, 27))
+    r16 = reduce(name, params, x16, (27, 27))
+    r32 = reduce(name, params, x16.float(), (27, 27))
     assert r16.tokens.dtype == torch.float32
     assert all(torch.equal(a, b) for a, b in zip(fields(r16), fields(r32), strict=True))
     # apply keeps the dtype of the tokens it is given (e.g. bf16 projected features)

@@ -51,6 +51,10 @@ def extract(
             help="Hidden layer to store [default: the checkpoint's vision_feature_layer; -2 for bare SigLIP]."
         ),
     ] = None,
+    save_attention: Annotated[
+        bool,
+        typer.Option(help="Also store each token's received attention in the stored layer (for visionzip)."),
+    ] = False,
     device: Device = "cpu",
     dtype: Dtype = "fp32",
     batch_size: Annotated[int, typer.Option(help="Frames per forward pass of the tower.")] = 16,
@@ -80,6 +84,7 @@ def extract(
         batch_size=batch_size,
         storage_dtype=storage_dtype,
         layer=layer,
+        save_attention=save_attention,
         timeout=timeout or None,
         quiet=quiet,
         console=con,

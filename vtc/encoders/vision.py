@@ -155,19 +155,54 @@ class VisionEncoder:
         self._model = tower.to(self.device).eval()
         return self._model
 
-    def encode(self, frames: np.ndarray, batch_size: int = 16):
-        """uint8 frames [F, H, W, 3] (resized) -> float32 CPU tensor [F, H*W, C] from layer ``self.layer``."""
+    def encode(self, frames: np.ndarray, batch_size: int = 16, attention: bool = False):
+        """uint8 frames [F, H, W, 3] (resized) -> float32 CPU tensor [F, H*W, C] from layer ``self.layer``.
+
+        With ``attention=True`` returns ``(features, scores)``: scores [F, H*W] = the stored layer's
+        self-attention that each token receives, softmax over keys, averaged over heads and queries
+        (VisionZip's dominance score on SigLIP, which has no CLS token).
+        """
         import torch
 
         model = self.load()
+        vm = getattr(model, "vision_model", model)
         pixels = self.preprocess(frames)
+        captured: list = []
+        hook = None
+        if attention:
+            if not len(vm.encoder.layers):
+                raise VtcError("attention scores need at least one transformer layer (layer >= 1)")
+            attn = vm.encoder.layers[-1].self_attn
+            hook = attn.register_forward_pre_hook(
+                lambda mod, args, kwargs: captured.append(_received_attention(mod, args, kwargs)),
+                with_kwargs=True,
+            )
         out = []
-        with torch.inference_mode():
-            for i in range(0, len(pixels), batch_size):
-                px = pixels[i : i + batch_size].to(self.device, next(model.parameters()).dtype)
-                vm = getattr(model, "vision_model", model)
-                hidden = vm.encoder(
-                    inputs_embeds=vm.embeddings(px)
-                ).last_hidden_state  # before post_layernorm
-                out.append(hidden.float().cpu())
-        return torch.cat(out) if out else torch.empty(0, self.grid[0] * self.grid[1], self.dim)
+        try:
+            with torch.inference_mode():
+                for i in range(0, len(pixels), batch_size):
+                    px = pixels[i : i + batch_size].to(self.device, next(model.parameters()).dtype)
+                    hidden = vm.encoder(
+                        inputs_embeds=vm.embeddings(px)
+                    ).last_hidden_state  # before post_layernorm
+                    out.append(hidden.float().cpu())
+        finally:
+            if hook is not None:
+                hook.remove()
+        feats = torch.cat(out) if out else torch.empty(0, self.grid[0] * self.grid[1], self.dim)
+        if not attention:
+            return feats
+        scores = torch.cat(captured) if captured else torch.empty(0, self.grid[0] * self.grid[1])
+        return feats, scores
+
+
+def _received_attention(attn, args, kwargs):
+    """[B, N] mean over heads and queries of softmax(q k^T * scale) for one SigLIP attention module."""
+    import torch
+
+    h = args[0] if args else kwargs["hidden_states"]
+    b, n, _ = h.shape
+    q = attn.q_proj(h).view(b, n, attn.num_heads, -1).transpose(1, 2).float()
+    k = attn.k_proj(h).view(b, n, attn.num_heads, -1).transpose(1, 2).float()
+    probs = torch.softmax(q @ k.transpose(-1, -2) * attn.scale, dim=-1)  # [B, heads, Nq, Nk]
+    return probs.mean(dim=(1, 2)).cpu()

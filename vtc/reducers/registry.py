@@ -28,6 +28,9 @@ class MethodInfo:
     training: bool = False  # the method's full form needs a trained adapter
     licence: str | None = None  # a note where the original code is non-commercial
     budget: bool = False  # has a `budget` parameter: exactly that many visual tokens (fixed-length mode)
+    needs: tuple[
+        str, ...
+    ] = ()  # per-video arrays beside the features it takes as keywords, e.g. ("attention",)
 
 
 def register(name: str, **info):
@@ -54,7 +57,15 @@ def list_reducers() -> dict[str, type]:
 
 
 def _convert(method: str, key: str, value, typ: type):
-    """Coerce a CLI string (or a compatible Python value) to the field's declared type."""
+    """Coerce a CLI string (or a compatible Python value) to the field's declared type.
+
+    Optional fields (``int | None``) accept None or the strings none/null as None.
+    """
+    args = typing.get_args(typ)
+    if type(None) in args and len(args) == 2:
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null")):
+            return None
+        typ = next(a for a in args if a is not type(None))
     if typ is bool:
         if isinstance(value, bool):
             return value

@@ -117,8 +117,16 @@ def compress(
             x = torch.from_numpy(arrays["features"][...])
             # Seeded per video from (seed, id) so the result does not depend on processing order.
             torch.manual_seed(int(stable_hash([seed, vid], 15), 16))
+            aux = {}
+            for need in type(reducer).info.needs:
+                if need not in arrays:
+                    raise VtcError(
+                        f"method {config['method']} needs '{need}' per video, which {store} does not have "
+                        f"(extract with --save-{need})"
+                    )
+                aux[need] = torch.from_numpy(np.asarray(arrays[need][...]))
             t_red = time.perf_counter()
-            red = reducer(x, grid)
+            red = reducer(x, grid, **aux)
             t_red = time.perf_counter() - t_red
             data = red.to_arrays()
             data["tokens"] = data["tokens"].astype(x.numpy().dtype)

@@ -33,8 +33,11 @@ class ExtractSummary:
         return {**asdict(self), "frames_per_s": round(self.frames_per_s, 2)}
 
 
-def features_identity(encoder, policy, storage_dtype: str) -> dict:
-    return {"encoder": encoder.identity(), "sampling": policy.to_dict(), "storage_dtype": storage_dtype}
+def features_identity(encoder, policy, storage_dtype: str, save_attention: bool = False) -> dict:
+    ident = {"encoder": encoder.identity(), "sampling": policy.to_dict(), "storage_dtype": storage_dtype}
+    if save_attention:  # only when on, so stores without it keep the identity they always had
+        ident["attention"] = "stored layer, softmax over keys, mean over heads and queries"
+    return ident
 
 
 def extract(
@@ -50,6 +53,7 @@ def extract(
     batch_size: int = 16,
     storage_dtype: str = "float16",
     layer: int | None = None,
+    save_attention: bool = False,
     timeout: float | None = 120.0,
     quiet: bool = False,
     console=None,
@@ -80,7 +84,10 @@ def extract(
 
     encoder = VisionEncoder(model or DEFAULT_MODEL, device=device, dtype=dtype, layer=layer)
     st = Store.create(
-        store, "features", features_identity(encoder, policy, storage_dtype), provenance={"stage": "extract"}
+        store,
+        "features",
+        features_identity(encoder, policy, storage_dtype, save_attention),
+        provenance={"stage": "extract"},
     )
     summary = ExtractSummary(store=str(store))
 
@@ -113,7 +120,13 @@ def extract(
                 bar.note(f"[yellow]skipped[/] {vid}: {reason}")
                 bar.advance(1, 0)
                 continue
-            feats = encoder.encode(result.frames, batch_size=batch_size).numpy().astype(np_dtype)
+            extra = {}
+            if save_attention:
+                feats, scores = encoder.encode(result.frames, batch_size=batch_size, attention=True)
+                extra["attention"] = scores.numpy().astype(np.float32)
+            else:
+                feats = encoder.encode(result.frames, batch_size=batch_size)
+            feats = feats.numpy().astype(np_dtype)
             fp = fingerprint(path)
             n, hw, c = feats.shape
             st.write(
@@ -122,6 +135,7 @@ def extract(
                     "features": feats,
                     "frame_indices": result.frame_indices.astype(np.int64),
                     "timestamps": result.timestamps.astype(np.float64),
+                    **extra,
                 },
                 attrs={
                     "source": str(Path(path).resolve()),

@@ -1,0 +1,86 @@
+"""`framefusion`: FrameFusion's merging stage (baseline, PAPERS.md) — same-position tokens across frames."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from vtc.reducers.base import Reduction, check_input, llava_pool, reduction_from_groups
+from vtc.reducers.registry import register
+
+GRIDS = ("native", "pooled")
+
+
+@register(
+    "framefusion",
+    paper="baseline: FrameFusion, merging stage only (the attention pruning needs the LLM)",
+    budget=True,
+)
+@dataclass(frozen=True)
+class FrameFusion:
+    """Merge a token into the same grid position of the previous frame when they are similar.
+
+    s(t, p) = cos(x[t-1, p], x[t, p]); token (t, p) joins the group of (t-1, p) when s > threshold
+    (strict), else it opens a new group. The rule is a chain over time, each token compared with its
+    predecessor only (never with the group mean). A group's token is the mean of its members; its pos is
+    the earliest member (all weights equal, so plan_pos's tie rule picks the smallest index).
+    budget=None keeps every group. budget=B keeps the B groups with the most members (ties: the earlier
+    group in raster order of its first member), so exactly min(B, groups) visual tokens; the rest are
+    dropped. The official FrameFusion also prunes the merged tokens by LLM attention to a FLOPs budget,
+    inside the LLM's first layers; this offline version only merges (+ the optional size-based pruning).
+    """
+
+    threshold: float = 0.9
+    grid: str = "pooled"
+    budget: int | None = None
+
+    def __post_init__(self):
+        if self.grid not in GRIDS:
+            raise ValueError(f"unknown grid {self.grid!r}; valid: {', '.join(GRIDS)}")
+        if isinstance(self.budget, str):
+            # the registry passes `int | None` fields through unconverted: accept the CLI's spelling here
+            b = self.budget.strip()
+            object.__setattr__(self, "budget", None if b.lower() in ("none", "") else int(b))
+        if self.budget is not None and self.budget < 1:
+            raise ValueError(f"budget must be >= 1 or None, got {self.budget}")
+
+    def __call__(self, x: Tensor, grid: tuple[int, int]) -> Reduction:  # x: [T, H*W, C]
+        T, H, W = check_input(x, grid)
+        if self.grid == "pooled":
+            feats, (hb, wb) = llava_pool(x, (H, W))  # [T, hb*wb, C] float32
+        else:
+            feats, (hb, wb) = x.float(), (H, W)
+        N, C = hb * wb, feats.shape[-1]
+
+        norm = torch.linalg.vector_norm(feats, dim=-1)  # [T, N]
+        dot = torch.linalg.vecdot(feats[:-1], feats[1:])  # [T-1, N]
+        sim = dot / (norm[:-1] * norm[1:]).clamp_min(1e-8)  # [T-1, N], s(t, p) for t >= 1
+        new = torch.ones(T, N, dtype=torch.bool)  # [T, N] token opens a group; frame 0 always does
+        new[1:] = ~(sim > self.threshold)  # NaN never merges
+        # root frame of each token: the last t' <= t that opened a group at p
+        t_idx = torch.arange(T)[:, None].expand(T, N)
+        root_t = torch.where(new, t_idx, 0).cummax(dim=0).values  # [T, N]
+        root = root_t * N + torch.arange(N)  # [T, N] flat index of the group's first member
+        new = new.reshape(-1)
+        gid_of_root = new.long().cumsum(0) - 1  # group ids in raster order of the first member
+        group = gid_of_root[root.reshape(-1)]  # [T*N]
+        G = int(new.sum())
+
+        if self.budget is not None and self.budget < G:
+            size = torch.bincount(group, minlength=G)  # [G] members per group
+            # largest first; a stable sort keeps raster order among equal sizes
+            top = torch.argsort(-size, stable=True)[: self.budget]
+            keep = torch.zeros(G, dtype=torch.bool)
+            keep[top] = True
+            renum = torch.where(keep, keep.long().cumsum(0) - 1, -1)  # kept groups stay in raster order
+            group = renum[group]
+        return reduction_from_groups(
+            feats.reshape(-1, C),
+            group,
+            torch.ones(T * N),
+            self.grid,
+            (T, hb, wb),
+            T * H * W,
+        )

@@ -1,0 +1,110 @@
+"""`visionzip`: dominant tokens by encoder attention + contextual merges of the rest, per frame."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from vtc.reducers.base import Reduction, check_input, reduction_from_groups
+from vtc.reducers.registry import ReducerError, register
+
+
+def split_budget(total: int, parts: int) -> Tensor:
+    """``total`` spread over ``parts`` as evenly as possible, the remainder to the first parts."""
+    base, rem = divmod(total, parts)
+    return torch.tensor([base + (i < rem) for i in range(parts)])
+
+
+@register(
+    "visionzip",
+    paper="VisionZip (Yang et al., CVPR 2025), dominant + contextual tokens",
+    budget=True,
+    needs=("attention",),
+)
+@dataclass(frozen=True)
+class VisionZip:
+    """Keep each frame's most-attended tokens; merge the rest into a few contextual tokens.
+
+    §3 of the paper: dominant tokens = top-K_d by the attention they receive (on SigLIP, which has no
+    CLS token: last-layer attention averaged over heads and queries — stored by
+    ``vtc extract --save-attention``); of the remaining tokens, K_c evenly spaced ones become context
+    centres and every other remaining token joins its most similar centre (cosine), each context token
+    being the mean of its group. Default 54:10 as in the paper (64 of 729 tokens per frame).
+    Differs from the official code: similarity on the stored features instead of the attention keys;
+    applied offline per frame to video features on the native grid (the official is per image, in
+    the encoder). ``budget`` (visual tokens per video) is spread over frames and split 54:10.
+    """
+
+    dominant: int = 54
+    contextual: int = 10
+    budget: int | None = None
+
+    def __call__(self, x: Tensor, grid: tuple[int, int], attention: Tensor | None = None) -> Reduction:
+        T, H, W = check_input(x, grid)
+        N = H * W
+        if attention is None:
+            raise ReducerError(
+                "visionzip needs attention scores: extract with `vtc extract --save-attention`"
+            )
+        if attention.shape != (T, N):
+            raise ReducerError(f"visionzip: attention must be [{T}, {N}], got {list(attention.shape)}")
+        if self.dominant < 0 or self.contextual < 0 or (self.budget is not None and self.budget < 0):
+            raise ReducerError("visionzip: dominant, contextual and budget must be >= 0")
+        if self.budget is None:
+            per_frame = torch.full((T,), min(self.dominant + self.contextual, N))
+            ratio = self.dominant / max(self.dominant + self.contextual, 1)
+        else:
+            per_frame = split_budget(min(self.budget, T * N), T).clamp(max=N)
+            ratio = 54 / 64
+        feats = x.float()
+        group = torch.full((T, N), -1, dtype=torch.long)
+        # Frames may differ in their counts only when a budget does not divide evenly: at most two sizes.
+        for size in per_frame.unique().tolist():
+            frames = (per_frame == size).nonzero().squeeze(1)
+            d = min(N, round(size * ratio)) if size < N else N
+            c = min(size - d, N - d)
+            group[frames] = _frame_groups(feats[frames], attention[frames].float(), d, c)
+        # global ids: frame by frame, within a frame in raster order of each group's first member
+        offsets = torch.arange(T)[:, None] * N
+        flat = torch.where(group >= 0, group + offsets, -1).reshape(-1)
+        first = torch.full((T * N,), T * N, dtype=torch.long)
+        keep = flat >= 0
+        first.scatter_reduce_(0, flat[keep], torch.arange(T * N)[keep], "amin")
+        used = first < T * N
+        rank = torch.full((T * N,), -1, dtype=torch.long)
+        order = first[used].argsort()
+        rank[used.nonzero().squeeze(1)[order]] = torch.arange(int(used.sum()))
+        final = torch.where(keep, rank[flat.clamp(min=0)], -1)
+        return reduction_from_groups(
+            feats.reshape(T * N, -1), final, torch.ones(T * N), "native", (T, H, W), T * N
+        )
+
+
+def _frame_groups(x: Tensor, attn: Tensor, d: int, c: int) -> Tensor:
+    """Per-frame group ids [F, N] (-1 dropped) for F frames of N tokens: d dominant singletons, c context groups."""
+    F_, N, _ = x.shape
+    group = torch.full((F_, N), -1, dtype=torch.long)
+    # stable descending order so ties go to the lower index
+    order = torch.sort(attn, dim=1, descending=True, stable=True).indices
+    dom = order[:, :d]
+    group.scatter_(1, dom, torch.arange(d).expand(F_, d))
+    if c == 0:
+        return group
+    rest = order[:, d:].sort(dim=1).values  # remaining tokens in raster order, [F, R]
+    R = rest.shape[1]
+    step = max(R // c, 1)
+    centres = rest[:, ::step][:, :c]  # [F, c] evenly spaced
+    xn = F.normalize(x, dim=-1)
+    sim = torch.einsum(
+        "frc,fkc->frk",
+        xn.gather(1, rest[..., None].expand(-1, -1, x.shape[2])),
+        xn.gather(1, centres[..., None].expand(-1, -1, x.shape[2])),
+    )
+    assign = sim.argmax(dim=2)  # [F, R] nearest centre (first on ties)
+    own = torch.arange(c).expand(F_, c)
+    group.scatter_(1, rest, d + assign)
+    group.scatter_(1, centres, d + own)  # a centre always belongs to its own group
+    return group
