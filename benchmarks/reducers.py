@@ -1,0 +1,105 @@
+"""Reducer speed: median time per video for every registered method, on this machine, side by side.
+
+    .venv/bin/python benchmarks/reducers.py                  # all methods, both shapes
+    .venv/bin/python benchmarks/reducers.py --methods dycoke tome --repeats 7
+
+Inputs: one video of 32 frames × 196 tokens (14×14) and one of 32 × 729 (27×27), 1152-d, float16,
+random but smooth across frames (so merging methods have something to merge). For each method:
+median wall time of `repeats` calls, its ratio to reading the input once from memory (a float32
+sum over every element: the floor for an O(n) method), and — where benchmarks/reference/ has a
+straightforward loop re-implementation — the loop's time on the same input, the speed-up, and
+whether both produce the same output (checked, not assumed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/reference as a package
+
+SHAPES = {"32x196": (32, (14, 14)), "32x729": (32, (27, 27))}
+
+
+def video(T: int, grid: tuple[int, int], C: int = 1152, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randn(1, grid[0] * grid[1], C, generator=g)
+    drift = 0.3 * torch.randn(T, grid[0] * grid[1], C, generator=g)
+    return (base + drift.cumsum(0) / T**0.5).half()
+
+
+def median_time(fn, repeats: int) -> float:
+    fn()  # warm-up
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def aux_for(reducer, x: torch.Tensor) -> dict:
+    if "attention" in type(reducer).info.needs:
+        g = torch.Generator().manual_seed(1)
+        return {"attention": torch.rand(x.shape[0], x.shape[1], generator=g).softmax(dim=1)}
+    return {}
+
+
+def references() -> dict:
+    """method -> (loop function taking (x, grid, reducer), compare(reduction, loop_output) -> bool)."""
+    refs = {}
+    try:
+        from reference import registry as ref_registry
+
+        refs.update(ref_registry.REFERENCES)
+    except ImportError:
+        pass
+    return refs
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--methods", nargs="*", help="default: every registered method")
+    ap.add_argument("--shapes", nargs="*", default=list(SHAPES), choices=list(SHAPES))
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--no-loop", action="store_true", help="skip the loop references (they can take minutes)")
+    args = ap.parse_args()
+
+    from vtc.reducers import get_reducer, list_reducers
+
+    torch.set_num_threads(torch.get_num_threads())
+    names = args.methods or list(list_reducers())
+    refs = {} if args.no_loop else references()
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; median of {args.repeats} runs; float16 input"
+    )
+    header = f"{'method':<15}{'shape':<8}{'LLM tok':>8}{'median ms':>11}{'x read':>8}{'loop ms':>11}{'speed-up':>10}{'equal':>7}"
+    print(header)
+    print("-" * len(header))
+    for shape in args.shapes:
+        T, grid = SHAPES[shape]
+        x = video(T, grid)
+        read = median_time(lambda x=x: x.sum(dtype=torch.float32), args.repeats)
+        print(f"{'(read input)':<15}{shape:<8}{'':>8}{1000 * read:>11.2f}{1.0:>8.2f}")
+        for name in names:
+            r = get_reducer(name)
+            aux = aux_for(r, x)
+            out = r(x, grid, **aux)
+            t = median_time(lambda r=r, x=x, g=grid, aux=aux: r(x, g, **aux), args.repeats)
+            row = f"{name:<15}{shape:<8}{out.n_llm_tokens:>8}{1000 * t:>11.2f}{t / read:>8.1f}"
+            if name in refs:
+                loop, same = refs[name]
+                t0 = time.perf_counter()
+                ref_out = loop(x, grid, r, **aux)
+                lt = time.perf_counter() - t0
+                row += f"{1000 * lt:>11.1f}{lt / t:>9.1f}x{'yes' if same(out, ref_out) else 'NO':>7}"
+            print(row, flush=True)
+
+
+if __name__ == "__main__":
+    main()
