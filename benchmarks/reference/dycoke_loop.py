@@ -10,7 +10,6 @@ frame never gets emitted). Two changes so it runs everywhere: empty similarity l
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 

@@ -7,33 +7,37 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from vtc.reducers.base import Reduction, check_input, llava_pool, reduction_from_groups
+from vtc.reducers.base import (
+    KIND_NEWLINE,
+    Reduction,
+    check_input,
+    grid_pos,
+    llava_pool,
+    newline_row,
+    reduction_from_groups,
+)
 from vtc.reducers.registry import register
 
 GRIDS = ("native", "pooled")
 ODD = ("official", "keep")
 
 
-def least_similar(a: Tensor, b: Tensor, keep: int) -> Tensor:
-    """Mask [P, N] of the `keep` tokens of each frame b[p] least similar to the same position in a[p].
+def least_similar(feats: Tensor, norm: Tensor, ref: slice, tgt: slice, keep: int) -> Tensor:
+    """Mask [P, N] of the `keep` tokens of each frame feats[tgt][p] least similar to feats[ref][p].
 
-    a, b: [P, N, C] float32. Similarity = cosine, x.y / (|x| |y|) (eq. 3). The official code takes
-    `topk(keep, largest=False)`; a stable ascending sort picks the same set without ties and breaks
-    ties towards the lower token index, so the choice is deterministic.
+    feats: [T, N, C] float32, norm: [T, N] its token norms; ref/tgt: frame slices of equal length P
+    (views, no copies). Similarity = cosine x.y / (|x| |y|) at the same position (eq. 3). The official
+    code takes `topk(keep, largest=False)`; a stable ascending sort picks the same set without ties and
+    breaks ties towards the lower token index, so the choice is deterministic.
     """
-    P, N = a.shape[:2]
-    sim = torch.linalg.vecdot(a, b) / (
-        torch.linalg.vector_norm(a, dim=-1) * torch.linalg.vector_norm(b, dim=-1)
-    ).clamp_min(1e-8)  # [P, N]
+    sim = torch.linalg.vecdot(feats[ref], feats[tgt]) / (norm[ref] * norm[tgt]).clamp_min(1e-8)  # [P, N]
     order = torch.argsort(sim, dim=1, stable=True)[:, :keep]  # [P, keep] token indices, least similar first
-    mask = torch.zeros(P, N, dtype=torch.bool)
-    mask.scatter_(1, order, True)
-    return mask
+    return torch.zeros(sim.shape, dtype=torch.bool).scatter_(1, order, True)
 
 
 @register(
     "dycoke",
-    paper="DyCoke (seed 003, §3.x TTM) — stage 1 only; the KV-cache stage is an online method",
+    paper="DyCoke (seed 003, §3.2 TTM, eq. 3-4) — stage 1 only; the KV-cache stage is an online method",
     budget=False,
 )
 @dataclass(frozen=True)
@@ -93,25 +97,28 @@ class DyCoke:
         flat = torch.arange(T * N).reshape(T, N)
         parent = flat.clone()
 
+        norm = torch.linalg.vector_norm(feats, dim=-1)  # [T, N]
+
         # pass 1: odd frames against the preceding even frame
         P = T // 2
         if P:
-            ref, tgt = torch.arange(0, 2 * P, 2), torch.arange(1, 2 * P, 2)  # [P] frame ids
-            mask = least_similar(feats[ref], feats[tgt], keep)  # [P, N]
+            ref, tgt = slice(0, 2 * P, 2), slice(1, 2 * P, 2)  # P frames each
+            mask = least_similar(feats, norm, ref, tgt, keep)  # [P, N]
             if self.official_offset:
                 mask = mask.roll(1, dims=0)  # pair j uses pair j-1's choice, pair 0 the last pair's
             kept[tgt] = mask
             parent[tgt] = torch.where(mask, flat[tgt], flat[ref])
 
-        # pass 2: frames s+2, s+4, .. of each window but the last, re-pruned against the window's first frame
-        starts = torch.arange(0, max(T - self.window, 0), self.window)  # [S]
-        if starts.numel() and self.window > 2:
-            offs = torch.arange(2, self.window, 2)  # [J]
-            ref = starts.repeat_interleave(offs.numel())  # [S*J]
-            tgt = ref + offs.repeat(starts.numel())
-            mask = least_similar(feats[ref], feats[tgt], keep)
-            kept[tgt] = mask
-            parent[tgt] = torch.where(mask, flat[tgt], flat[ref])
+        # pass 2: frames s+2, s+4, .. of each window but the last, re-pruned from their full token set
+        # against the window's first frame s, for s in range(0, T - window, window) (the official range)
+        S = len(range(0, T - self.window, self.window))  # windows re-pruned
+        if S:
+            ref = slice(0, (S - 1) * self.window + 1, self.window)
+            for j in range(2, self.window, 2):  # one offset for window=4
+                tgt = slice(j, (S - 1) * self.window + j + 1, self.window)
+                mask = least_similar(feats, norm, ref, tgt, keep)  # [S, N]
+                kept[tgt] = mask
+                parent[tgt] = torch.where(mask, flat[tgt], flat[ref])
 
         dropped_frame = torch.zeros(T, dtype=torch.bool)
         if T % 2 and T > 1 and self.odd == "official":
@@ -119,19 +126,48 @@ class DyCoke:
         kept[dropped_frame] = False
 
         kept, parent = kept.reshape(-1), parent.reshape(-1)
+        if not self.merge:
+            return self._pruned(feats.reshape(-1, C), kept, (T, hb, wb), T * H * W)
         group = torch.full((T * N,), -1, dtype=torch.long)
         group[kept] = torch.arange(int(kept.sum()))  # raster order of the kept tokens
-        if self.merge:
-            # follow matches to a kept root: chains are at most 2 hops (s+3 -> s+2 -> s), so one pointer
-            # jump resolves them; a token of a dropped last frame keeps parent = itself and stays dropped
-            parent = parent[parent]
-            merged = ~kept & kept[parent]
-            group[merged] = group[parent[merged]]
+        # follow matches to a kept root: chains are at most 2 hops (s+3 -> s+2 -> s), so one pointer
+        # jump resolves them; a token of a dropped last frame keeps parent = itself and stays dropped
+        parent = parent[parent]
+        merged = ~kept & kept[parent]
+        group[merged] = group[parent[merged]]
         return reduction_from_groups(
-            feats.reshape(-1, C),
+            feats.reshape(-1, C),  # merged groups: the general (slower) builder
             group,
             torch.ones(T * N),
             self.grid,
             (T, hb, wb),
             T * H * W,
+        )
+
+    def _pruned(self, feats: Tensor, kept: Tensor, base_grid: tuple[int, int, int], n_in: int) -> Reduction:
+        """The pruning plan directly: one source of weight 1 per kept token, in raster order.
+
+        Same result as reduction_from_groups with singleton groups (a test checks it), without its
+        float64 normalisation, sort and index_add: ~2x faster on a 32x729x1152 input.
+        """
+        idx = kept.nonzero().squeeze(1)  # [K] flat base indices, ascending = raster order
+        K, C = idx.numel(), feats.shape[1]
+        tokens = torch.empty(K + 1, C)
+        torch.index_select(feats, 0, idx, out=tokens[:K])
+        tokens[K] = 0.0
+        kind = torch.zeros(K + 1, dtype=torch.uint8)
+        kind[-1] = KIND_NEWLINE
+        indptr = torch.arange(K + 2)
+        indptr[-1] = K  # the newline row is empty
+        _, Hb, Wb = base_grid
+        return Reduction(
+            tokens=tokens,
+            kind=kind,
+            pos=torch.cat((grid_pos(idx, Hb, Wb), newline_row(base_grid))),
+            indptr=indptr,
+            src=idx,
+            weight=torch.ones(K),
+            base=self.grid,
+            base_grid=base_grid,
+            n_input_tokens=n_in,
         )
