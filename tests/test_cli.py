@@ -91,3 +91,22 @@ def test_demo_prints_results_table(tmp_path):
         assert method in r.stdout
     # 8 frames x 196 + 1 for `none` on every video
     assert "1569.0" in r.stdout and "1569-1569" in r.stdout
+
+
+def test_compress_budget_is_exact_and_refused_where_unsupported(feature_store, tmp_path):
+    r = vtc(
+        "compress",
+        feature_store,
+        "--method",
+        "tome",
+        "--budget",
+        "50",
+        "--out",
+        tmp_path / "t.zarr",
+        "--json",
+    )
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert s["method"]["budget"] == 50 and s["llm_tokens"] == 2 * (50 + 1)
+    r = vtc("compress", feature_store, "--method", "dyntok", "--budget", "50")
+    assert r.returncode == 2 and "no fixed-length mode" in r.stderr and "tome" in r.stderr

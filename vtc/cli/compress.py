@@ -28,6 +28,7 @@ def parse_sets(sets: list[str]) -> dict[str, str]:
         "Examples:\n\n"
         "  vtc compress feats.zarr --method dyntok --set threshold=0.5\n\n"
         "  vtc compress feats.zarr --method pool --set stride=3 --out feats.pool3.zarr\n\n"
+        "  vtc compress feats.zarr --method tome --budget 1024          # exactly 1024 visual tokens per video\n\n"
         "  vtc compress --list\n\n"
         "Without --out the token store is named by content: <store>.<method>-<config hash>.zarr."
     )
@@ -39,6 +40,12 @@ def compress(
         list[str] | None, typer.Option("--set", help="Method parameter key=value (repeatable).")
     ] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Token store to write.")] = None,
+    budget: Annotated[
+        int | None,
+        typer.Option(
+            help="Fixed-length mode: exactly this many visual tokens per video (methods marked budget)."
+        ),
+    ] = None,
     seed: Seed = 0,
     list_methods: Annotated[
         bool, typer.Option("--list", help="List the methods and their parameters.")
@@ -55,7 +62,16 @@ def compress(
         raise VtcError("give a feature store (or --list to see the methods)")
     from vtc.stages.compress import compress as run
 
-    s = run(store, method, parse_sets(sets or []), out=out, seed=seed, quiet=quiet, console=con)
+    params = parse_sets(sets or [])
+    if budget is not None:
+        from vtc.reducers import list_reducers
+
+        cls = list_reducers().get(method)
+        if cls is not None and not cls.info.budget:
+            fixed = ", ".join(n for n, c in list_reducers().items() if c.info.budget)
+            raise VtcError(f"method {method} has no fixed-length mode; --budget works with: {fixed}")
+        params["budget"] = str(budget)
+    s = run(store, method, params, out=out, seed=seed, quiet=quiet, console=con)
     if json_out:
         print(json.dumps(s.to_dict(), indent=2))
         return

@@ -1,0 +1,59 @@
+"""`vtc compress` as a stage: stores with failed videos, resume, determinism under a seed, provenance."""
+
+import numpy as np
+import pytest
+
+from vtc.cache import Store
+from vtc.errors import VtcError
+from vtc.stages.compress import compress, default_out
+
+
+@pytest.fixture()
+def store_with_failure(tmp_path):
+    st = Store.create(
+        tmp_path / "f.zarr", "features", {"encoder": {"grid": [6, 6], "dim": 4}, "sampling": {}}
+    )
+    rng = np.random.default_rng(0)
+    for vid, t in (("a", 3), ("b", 2)):
+        st.write(
+            vid,
+            {"features": rng.standard_normal((t, 36, 4)).astype(np.float16)},
+            attrs={},
+            summary={"n_frames": t},
+        )
+    st.fail("broken", "cannot open as a video (corrupt, truncated or not a media file)")
+    return tmp_path / "f.zarr"
+
+
+def test_failed_videos_are_skipped_and_counted(store_with_failure, tmp_path):
+    s = compress(store_with_failure, "tome", {"budget": "10"}, out=tmp_path / "t.zarr", quiet=True)
+    assert (s.done, s.parent_failed) == (2, 1)
+    tok = Store.open(tmp_path / "t.zarr", kind="tokens")
+    assert set(tok.done()) == {"a", "b"} and not tok.failed()
+    assert all(e["n_visual"] == 10 for e in tok.done().values())
+
+
+def test_rerun_resumes_and_same_seed_is_bit_identical(store_with_failure, tmp_path):
+    a = compress(store_with_failure, "random", {"budget": "7"}, out=tmp_path / "r1.zarr", seed=3, quiet=True)
+    again = compress(
+        store_with_failure, "random", {"budget": "7"}, out=tmp_path / "r1.zarr", seed=3, quiet=True
+    )
+    assert (a.done, again.done, again.skipped) == (2, 0, 2)
+    compress(store_with_failure, "random", {"budget": "7"}, out=tmp_path / "r2.zarr", seed=3, quiet=True)
+    compress(store_with_failure, "random", {"budget": "7"}, out=tmp_path / "r3.zarr", seed=4, quiet=True)
+    src = {p: Store.open(tmp_path / p).read("a")[0]["src"][...] for p in ("r1.zarr", "r2.zarr", "r3.zarr")}
+    assert np.array_equal(src["r1.zarr"], src["r2.zarr"]) and not np.array_equal(
+        src["r1.zarr"], src["r3.zarr"]
+    )
+    assert Store.open(tmp_path / "r3.zarr").meta["identity"]["method"]["seed"] == 4
+    with pytest.raises(VtcError, match="different provenance"):
+        compress(store_with_failure, "random", {"budget": "8"}, out=tmp_path / "r1.zarr", seed=3, quiet=True)
+
+
+def test_default_out_is_named_by_content(store_with_failure):
+    cfg = {"method": "pool", "stride": 3, "mode": "bilinear", "seed": 0}
+    out = default_out(store_with_failure, cfg)
+    assert (
+        out.parent == store_with_failure.parent and out.name.startswith("f.pool-") and out.suffix == ".zarr"
+    )
+    assert default_out(store_with_failure, {**cfg, "stride": 2}) != out
