@@ -3,7 +3,19 @@
 Importing this package registers every method (one module each); `get_reducer(name, **params)` builds one.
 """
 
-from vtc.reducers import dycoke, dyntok, framefusion, none, pool, prune, tome, vidtome, visionzip  # noqa: F401  (import registers the methods)
+from vtc.reducers import (  # noqa: F401  (import registers the methods)
+    dycoke,
+    dyntok,
+    framefusion,
+    none,
+    pool,
+    prune,
+    tokendynamics,
+    tome,
+    vidtome,
+    visionzip,
+    vqtoken,
+)
 from vtc.reducers.base import (
     KIND_MARKER,
     KIND_NEWLINE,

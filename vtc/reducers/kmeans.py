@@ -49,15 +49,18 @@ def _sq_dist(xn: Tensor, x2: Tensor, c: Tensor) -> Tensor:
     return (x2[:, None] - 2 * (xn @ c.T) + (c * c).sum(1)[None, :]).clamp_min(0)
 
 
-def kmeans_pp(xn: Tensor, k: int, gen: torch.Generator, init: Tensor | None = None) -> Tensor:
+def kmeans_pp(
+    xn: Tensor, k: int, gen: torch.Generator, init: Tensor | None = None, x2: Tensor | None = None
+) -> Tensor:
     """k-means++ seeding (Arthur & Vassilvitskii 2007): D^2 sampling with the seeded generator.
 
     xn: [N, C] unit rows; returns float32 [k, C]. With `init` [k0, C] (k0 < k) the first k0 centroids are
     kept and only k - k0 new ones are drawn, D^2 against all current centroids (the sweep's warm start).
     If every point already sits on a centroid (D^2 sums to 0, e.g. duplicates), the draw is uniform.
+    x2: [N] ||x||^2, precomputed by a sweep.
     """
     n = xn.shape[0]
-    x2 = (xn * xn).sum(1)
+    x2 = (xn * xn).sum(1) if x2 is None else x2
     if init is None:
         cents = [xn[int(torch.randint(n, (1,), generator=gen))]]
         d2 = _sq_dist(xn, x2, cents[0])
@@ -109,9 +112,12 @@ def _means(xn: Tensor, labels: Tensor, k: int) -> tuple[Tensor, Tensor]:
     return sums / counts.clamp_min(1)[:, None].float(), counts
 
 
-def lloyd(xn: Tensor, c: Tensor, max_iter: int = 100, tol: float = 1e-4) -> KMeansResult:
+def lloyd(
+    xn: Tensor, c: Tensor, max_iter: int = 100, tol: float = 1e-4, x2: Tensor | None = None
+) -> KMeansResult:
     """Lloyd iterations from centroids c [K, C] until labels stop changing, the centroids move less than
-    tol (Frobenius norm, as the official code), or max_iter. Empty clusters are re-seeded every step."""
+    tol (Frobenius norm, as the official code), or max_iter. Empty clusters are re-seeded every step.
+    x2: [N] ||x||^2, precomputed by a sweep."""
     k = c.shape[0]
     labels = None
     it = 0
@@ -128,7 +134,8 @@ def lloyd(xn: Tensor, c: Tensor, max_iter: int = 100, tol: float = 1e-4) -> KMea
             break
     # centroids are exactly the member means of `labels`, so inertia = sum ||x||^2 - sum n_k ||c_k||^2
     counts = torch.bincount(labels, minlength=k).double()
-    inertia = float((xn.double() ** 2).sum() - (counts * (c.double() ** 2).sum(1)).sum())
+    x2 = (xn * xn).sum(1) if x2 is None else x2
+    inertia = float(x2.double().sum() - (counts * (c.double() ** 2).sum(1)).sum())
     return KMeansResult(labels=labels, centroids=c, inertia=max(inertia, 0.0), n_iter=it)
 
 
@@ -174,7 +181,7 @@ def adaptive_kmeans(
     rule="drop": grow K from k_min and stop at the first K whose next step lowers the inertia by less than
       `min_drop` (relative); costs (K* - k_min + 2) warm fits instead of k_max - k_min + 1, and the same
       fits as the elbow up to there, so on a clear elbow both agree. min_drop=0.02 is not calibrated.
-    Fewer than 3 candidate Ks (N < k_min + 2): K = min(k_min, N), one fixed-K fit.
+    Fewer than 3 candidate Ks (min(k_max, N) - min(k_min, N) < 2): K = min(k_min, N), one fit.
     """
     if rule not in ADAPTIVE:
         raise ValueError(f"unknown adaptive rule {rule!r}; valid: {', '.join(ADAPTIVE)}")
@@ -182,12 +189,13 @@ def adaptive_kmeans(
     n = xn.shape[0]
     lo, hi = min(int(k_min), n), min(int(k_max), n)
     gen = torch.Generator().manual_seed(int(seed))
-    res = lloyd(xn, kmeans_pp(xn, lo, gen), max_iter, tol)
+    x2 = (xn * xn).sum(1)  # [N], reused by every fit of the sweep
+    res = lloyd(xn, kmeans_pp(xn, lo, gen, x2=x2), max_iter, tol, x2)
     if hi - lo + 1 < 3:
         return res, [lo], [res.inertia]
     fits, stopped = [res], False
     for k in range(lo + 1, hi + 1):
-        res = lloyd(xn, kmeans_pp(xn, k, gen, init=fits[-1].centroids), max_iter, tol)
+        res = lloyd(xn, kmeans_pp(xn, k, gen, fits[-1].centroids, x2), max_iter, tol, x2)
         fits.append(res)
         prev = fits[-2].inertia
         if rule == "drop" and prev - res.inertia < min_drop * prev:
