@@ -68,7 +68,9 @@ def main() -> None:
     ap.add_argument("--methods", nargs="*", help="default: every registered method")
     ap.add_argument("--shapes", nargs="*", default=list(SHAPES), choices=list(SHAPES))
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--no-loop", action="store_true", help="skip the loop references (they can take minutes)")
+    ap.add_argument(
+        "--no-loop", action="store_true", help="skip the loop references (vqtoken's takes minutes)"
+    )
     args = ap.parse_args()
 
     from vtc.reducers import get_reducer, list_reducers
@@ -99,7 +101,8 @@ def main() -> None:
                 ref_out = loop(x, grid, r, **aux)
                 lt = time.perf_counter() - t0
                 d = diff(out, ref_out)
-                row += f"{1000 * lt:>11.1f}{lt / t:>9.1f}x{'same' if d == 0 else f'{d} diff':>9}"
+                shown = d if isinstance(d, str) else ("same" if d == 0 else f"{d} diff")
+                row += f"{1000 * lt:>11.1f}{lt / t:>9.1f}x{shown:>9}"
             print(row, flush=True)
 
 

@@ -1,7 +1,8 @@
 """Loop references the reducer benchmark times and checks against the vectorised reducers.
 
 Each entry: method -> (run(x, grid, reducer, **aux) -> reference output, diff(reduction, output) -> int),
-diff = how many base tokens are placed differently (0 = identical decisions).
+diff = how many base tokens are placed differently (0 = identical decisions), or for adaptive k-means,
+whose warm-started sweep legitimately lands on other partitions than 22 cold fits, the two Ks chosen.
 The loops see the same base features as the reducer (LLaVA-OV-pooled when the reducer's grid is
 "pooled"), so equal outputs mean equal decisions, not just equal counts.
 """
@@ -9,6 +10,7 @@ The loops see the same base features as the reducer (LLaVA-OV-pooled when the re
 from __future__ import annotations
 
 from reference.dycoke_loop import dycoke_ttm_loop
+from reference.kmeans_loop import elbow_loop
 from reference.tome_loop import tome_loop
 from vtc.reducers import llava_pool
 from vtc.reducers.tome import frame_budgets
@@ -45,7 +47,17 @@ def _groups_diff(red, groups) -> int:
     return sum(len(g) for g in ours ^ theirs)
 
 
+def _elbow(x, grid, r):
+    base = _base(x, grid, r)
+    return elbow_loop(base.reshape(-1, base.shape[-1]).numpy(), k_min=r.k_min, k_max=r.k_max, seed=r.seed)
+
+
+def _k_chosen(red, ref) -> str:
+    return f"K {red.n_visual()}/{ref[0]}"
+
+
 REFERENCES = {
     "tome": (_tome, _groups_diff),
     "dycoke": (_dycoke, _dycoke_diff),
+    "vqtoken": (_elbow, _k_chosen),
 }
