@@ -24,3 +24,28 @@ def test_info_of_feature_and_token_stores(feature_store, tmp_path):
     assert t["summary"]["retained (of stock LLaVA-OV tokens)"] == f"{100 * (7 * 81 + 2) / (7 * 196 + 2):.2f}%"
     assert t["summary"]["LLM tokens per video (min/mean/max)"] == "244 / 284.5 / 325"
     assert "reduce time per video (median)" in t["summary"]
+
+
+def test_module_flops_by_hand():
+    import torch
+
+    from vtc.reducers import get_reducer
+    from vtc.reducers.flops import module_flops
+
+    x = torch.randn(2, 16, 3)  # 2 frames of 4x4, C = 3
+    red = get_reducer("dyntok", grid="native")(x, (4, 4))
+    f = module_flops("dyntok", get_reducer("dyntok", grid="native"), red, 3)
+    # cosines: 2 frames x 4 rows x 3 adjacent pairs dot products + 32 norms, 2*C flops each
+    assert f["decision"] == 2 * 3 * (2 * 4 * 3 + 32) and f["pool"] == 0
+    assert f["plan"] == 2 * 32 * 3  # every input token is in exactly one group
+    red = get_reducer("tome", budget=8, grid="native")(x, (4, 4))
+    f = module_flops("tome", get_reducer("tome", budget=8, grid="native"), red, 3)
+    # per frame 16 -> 4: round 1 |A|=|B|=8 merges 8 (16 -> 8); round 2 |A|=|B|=4 merges 4 (8 -> 4)
+    assert f["decision"] == 2 * (2 * 3 * (8 * 8 + 16) + 2 * 3 * (4 * 4 + 8))
+    none = get_reducer("none")
+    assert module_flops("none", none, none(x, (4, 4)), 3)["decision"] == 0
+
+
+def test_info_reports_module_flops(feature_store, tmp_path):
+    tok = compress(feature_store, "dyntok", out=tmp_path / "d.zarr", quiet=True).out
+    assert float(store_info(tok)["summary"]["module FLOPs per video (mean, analytic)"]) > 0

@@ -82,6 +82,7 @@ def compress(
     import torch
 
     from vtc.reducers import list_reducers, reducer_config
+    from vtc.reducers.flops import module_flops
 
     feats = Store.open(store, kind="features")
     params = dict(params or {})
@@ -128,6 +129,7 @@ def compress(
             t_red = time.perf_counter()
             red = reducer(x, grid, **aux)
             t_red = time.perf_counter() - t_red
+            flops = module_flops(config["method"], reducer, red, int(x.shape[-1]))
             data = red.to_arrays()
             data["tokens"] = data["tokens"].astype(x.numpy().dtype)
             n_in = int(x.shape[0] * x.shape[1])
@@ -144,6 +146,7 @@ def compress(
                 },
                 summary={
                     "reduce_s": round(t_red, 6),
+                    "module_flops": flops["total"],
                     "n_input_tokens": n_in,
                     "n_llm_tokens": int(red.n_llm_tokens),
                     "n_visual": int(red.n_visual()),

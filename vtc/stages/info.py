@@ -48,6 +48,9 @@ def store_info(path: str | Path) -> dict:
                 ),
             }
         )
+        fl = [e["module_flops"] for e in done.values() if "module_flops" in e]
+        if fl:
+            summary["module FLOPs per video (mean, analytic)"] = f"{sum(fl) / len(fl):.3e}"
         secs = [e["reduce_s"] for e in done.values() if "reduce_s" in e]
         if secs:
             summary["reduce time per video (median)"] = f"{1000 * sorted(secs)[len(secs) // 2]:.1f} ms"
