@@ -26,6 +26,7 @@ demo:  ## the whole pipeline offline on a synthetic video and tiny random models
 
 bench:
 	$(PY) benchmarks/extract.py
+	$(PY) benchmarks/reducers.py
 
 clean:
 	rm -rf .pytest_cache build *.egg-info vtc-demo
