@@ -449,3 +449,16 @@ def test_reducer_config_round_trips(cfg):
     conf = json.loads(json.dumps(reducer_config(r)))
     assert conf["method"] == name and {k: conf[k] for k in params} == params
     assert get_reducer(conf.pop("method"), **{k: str(v) for k, v in conf.items()}) == r
+
+
+@pytest.mark.parametrize("name", [n for n, c in list_reducers().items() if c.info.budget])
+@pytest.mark.parametrize("T,grid", [(3, (5, 7)), (2, (27, 27))])
+def test_budget_is_exact_and_saturates_at_the_input(name, T, grid):
+    x = smooth_video(T, *grid, 6, seed=11)
+    base = reduce(name, {"budget": str(10**6)}, x, grid)  # budget >= input: nothing to cut
+    n_base = base.base_grid[0] * base.base_grid[1] * base.base_grid[2]
+    assert base.n_visual() <= n_base
+    for m in (T, T + 1, 2 * T + 3):
+        r = reduce(name, {"budget": str(m)}, x, grid)
+        assert r.n_visual() == min(m, base.n_visual()), (name, m)
+        assert r.n_llm_tokens == r.n_visual() + 1
