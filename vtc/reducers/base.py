@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 KIND_VISUAL, KIND_MARKER, KIND_NEWLINE = 0, 1, 2
-BASES = ("native", "pooled")
+BASES = ("native", "pooled")  # the grids a plan can index; also the `grid` parameter's values
 
 
 @dataclass
@@ -137,6 +137,19 @@ def check_input(x: Tensor, grid: tuple[int, int]) -> tuple[int, int, int]:
     if not x.is_floating_point():
         raise ValueError(f"x must be a float tensor, got {x.dtype}")
     return int(x.shape[0]), H, W
+
+
+def check_grid(grid: str) -> None:
+    """Validate a reducer's `grid` parameter ("native" 27x27 or LLaVA-OV's "pooled" 14x14)."""
+    if grid not in BASES:
+        raise ValueError(f"unknown grid {grid!r}; valid: {', '.join(BASES)}")
+
+
+def base_features(x: Tensor, grid: tuple[int, int], base: str) -> tuple[Tensor, tuple[int, int]]:
+    """x [T, H*W, C] -> the base-grid features [T, Hb*Wb, C] float32 and (Hb, Wb)."""
+    if base == "pooled":
+        return llava_pool(x, grid)
+    return x.float(), (int(grid[0]), int(grid[1]))
 
 
 def pooled_hw(grid: tuple[int, int]) -> tuple[int, int]:

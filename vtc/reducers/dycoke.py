@@ -10,15 +10,15 @@ from torch import Tensor
 from vtc.reducers.base import (
     KIND_NEWLINE,
     Reduction,
+    base_features,
+    check_grid,
     check_input,
     grid_pos,
-    llava_pool,
     newline_row,
     reduction_from_groups,
 )
 from vtc.reducers.registry import register
 
-GRIDS = ("native", "pooled")
 ODD = ("official", "keep")
 
 
@@ -79,17 +79,13 @@ class DyCoke:
             raise ValueError(f"k must be in [0, 1], got {self.k}")
         if self.window < 2 or self.window % 2:
             raise ValueError(f"window must be an even number >= 2, got {self.window}")
-        if self.grid not in GRIDS:
-            raise ValueError(f"unknown grid {self.grid!r}; valid: {', '.join(GRIDS)}")
+        check_grid(self.grid)
         if self.odd not in ODD:
             raise ValueError(f"unknown odd {self.odd!r}; valid: {', '.join(ODD)}")
 
     def __call__(self, x: Tensor, grid: tuple[int, int]) -> Reduction:  # x: [T, H*W, C]
         T, H, W = check_input(x, grid)
-        if self.grid == "pooled":
-            feats, (hb, wb) = llava_pool(x, (H, W))  # [T, hb*wb, C] float32
-        else:
-            feats, (hb, wb) = x.float(), (H, W)
+        feats, (hb, wb) = base_features(x, (H, W), self.grid)  # [T, hb*wb, C] float32
         N, C = hb * wb, feats.shape[-1]
         keep = int((1 - self.k) * N)  # the official expression, float rounding included (0.3*196 -> 58)
         kept = torch.ones(T, N, dtype=torch.bool)  # [T, N]

@@ -11,14 +11,13 @@ from vtc.reducers.base import (
     KIND_MARKER,
     KIND_NEWLINE,
     Reduction,
+    base_features,
+    check_grid,
     check_input,
     grid_pos,
-    llava_pool,
     newline_row,
 )
 from vtc.reducers.registry import register
-
-GRIDS = ("native", "pooled")
 
 
 @register("dyntok", paper="DynTok (seed 001, §3.2)")
@@ -42,15 +41,11 @@ class DynTok:
     grid: str = "pooled"
 
     def __post_init__(self):
-        if self.grid not in GRIDS:
-            raise ValueError(f"unknown grid {self.grid!r}; valid: {', '.join(GRIDS)}")
+        check_grid(self.grid)
 
     def __call__(self, x: Tensor, grid: tuple[int, int]) -> Reduction:  # x: [T, H*W, C]
         T, H, W = check_input(x, grid)
-        if self.grid == "pooled":
-            feats, (hb, wb) = llava_pool(x, (H, W))  # [T, hb*wb, C] float32
-        else:
-            feats, (hb, wb) = x.float(), (H, W)
+        feats, (hb, wb) = base_features(x, (H, W), self.grid)  # [T, hb*wb, C] float32
         C = feats.shape[-1]
         rows = feats.reshape(T * hb, wb, C)  # [R, wb, C], R = T*hb rows in output order
         R = T * hb

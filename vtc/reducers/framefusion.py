@@ -7,10 +7,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from vtc.reducers.base import Reduction, check_input, llava_pool, reduction_from_groups
+from vtc.reducers.base import (
+    Reduction,
+    base_features,
+    check_grid,
+    check_input,
+    reduction_from_groups,
+)
 from vtc.reducers.registry import register
-
-GRIDS = ("native", "pooled")
 
 
 @register(
@@ -37,8 +41,7 @@ class FrameFusion:
     budget: int | None = None
 
     def __post_init__(self):
-        if self.grid not in GRIDS:
-            raise ValueError(f"unknown grid {self.grid!r}; valid: {', '.join(GRIDS)}")
+        check_grid(self.grid)
         if isinstance(self.budget, str):
             # the registry passes `int | None` fields through unconverted: accept the CLI's spelling here
             b = self.budget.strip()
@@ -48,10 +51,7 @@ class FrameFusion:
 
     def __call__(self, x: Tensor, grid: tuple[int, int]) -> Reduction:  # x: [T, H*W, C]
         T, H, W = check_input(x, grid)
-        if self.grid == "pooled":
-            feats, (hb, wb) = llava_pool(x, (H, W))  # [T, hb*wb, C] float32
-        else:
-            feats, (hb, wb) = x.float(), (H, W)
+        feats, (hb, wb) = base_features(x, (H, W), self.grid)  # [T, hb*wb, C] float32
         N, C = hb * wb, feats.shape[-1]
 
         norm = torch.linalg.vector_norm(feats, dim=-1)  # [T, N]

@@ -20,10 +20,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from vtc.reducers.base import Reduction, check_input, llava_pool, reduction_from_groups
+from vtc.reducers.base import (
+    Reduction,
+    base_features,
+    check_grid,
+    check_input,
+    reduction_from_groups,
+)
 
 ADAPTIVE = ("elbow", "drop")
-GRIDS = ("native", "pooled")
 
 
 @dataclass(frozen=True)
@@ -250,8 +255,7 @@ class ClusterReducer:
             raise ValueError(f"need 1 <= k_min <= k_max, got k_min={self.k_min}, k_max={self.k_max}")
         if self.adaptive not in ADAPTIVE:
             raise ValueError(f"unknown adaptive rule {self.adaptive!r}; valid: {', '.join(ADAPTIVE)}")
-        if self.grid not in GRIDS:
-            raise ValueError(f"unknown grid {self.grid!r}; valid: {', '.join(GRIDS)}")
+        check_grid(self.grid)
         if self.max_iter < 1 or self.tol < 0 or self.min_drop < 0:
             raise ValueError("need max_iter >= 1, tol >= 0, min_drop >= 0")
 
@@ -260,10 +264,7 @@ class ClusterReducer:
         first member), then the newline. extras: map_name int32 [T, Hb, Wb] (output ids), codebook_name
         float32 [K, C] = mean of the members' unit vectors (the official codebook)."""
         T, H, W = check_input(x, grid)
-        if self.grid == "pooled":
-            feats, (hb, wb) = llava_pool(x, (H, W))
-        else:
-            feats, (hb, wb) = x.float(), (H, W)
+        feats, (hb, wb) = base_features(x, (H, W), self.grid)  # [T, hb*wb, C] float32
         feats = feats.reshape(T * hb * wb, -1)  # [Nb, C]
         fixed = self.budget if self.budget is not None else self.k
         if fixed is not None:

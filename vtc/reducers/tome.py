@@ -19,10 +19,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from vtc.reducers.base import Reduction, check_input, llava_pool, reduction_from_groups
+from vtc.reducers.base import (
+    Reduction,
+    base_features,
+    check_grid,
+    check_input,
+    reduction_from_groups,
+)
 from vtc.reducers.registry import register
-
-GRIDS = ("native", "pooled")
 
 
 def unit(x: Tensor) -> Tensor:
@@ -136,20 +140,12 @@ def frame_budgets(T: int, N: int, budget: int | None, ratio: float, name: str) -
     return q + (torch.arange(T) < rem).long()
 
 
-def base_features(x: Tensor, grid: tuple[int, int], base: str) -> tuple[Tensor, tuple[int, int]]:
-    """x [T, H*W, C] -> the base-grid features [T, Hb*Wb, C] float32 and (Hb, Wb)."""
-    if base == "pooled":
-        return llava_pool(x, grid)
-    return x.float(), (int(grid[0]), int(grid[1]))
-
-
 def check_params(budget: int | None, ratio: float, grid: str) -> None:
     if budget is not None and budget < 1:
         raise ValueError(f"budget must be >= 1, got {budget}")
     if not 0.0 < ratio <= 1.0:
         raise ValueError(f"ratio must be in (0, 1], got {ratio}")
-    if grid not in GRIDS:
-        raise ValueError(f"unknown grid {grid!r}; valid: {', '.join(GRIDS)}")
+    check_grid(grid)
 
 
 @register(

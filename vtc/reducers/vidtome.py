@@ -8,10 +8,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from vtc.reducers.base import Reduction, check_input, reduction_from_groups
+from vtc.reducers.base import Reduction, base_features, check_input, reduction_from_groups
 from vtc.reducers.registry import register
 from vtc.reducers.tome import (
-    base_features,
     check_params,
     edge_rank,
     frame_budgets,
