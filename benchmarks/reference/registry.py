@@ -9,20 +9,17 @@ The loops see the same base features as the reducer (LLaVA-OV-pooled when the re
 
 from __future__ import annotations
 
+from reference import dyntok_loop, framefusion_loop, pool_loop, prune_loop, vidtome_loop, visionzip_loop
 from reference.dycoke_loop import dycoke_ttm_loop
 from reference.kmeans_loop import elbow_loop
 from reference.tome_loop import tome_loop
 from vtc.reducers import llava_pool
+from vtc.reducers.base import groups_diff
 from vtc.reducers.tome import frame_budgets
 
 
 def _base(x, grid, reducer):
     return llava_pool(x, grid)[0] if getattr(reducer, "grid", "native") == "pooled" else x.float()
-
-
-def _groups(red) -> list[list[int]]:
-    n = red.n_visual()
-    return [red.src[red.indptr[i] : red.indptr[i + 1]].tolist() for i in range(n)]
 
 
 def _tome(x, grid, r):
@@ -38,13 +35,7 @@ def _dycoke(x, grid, r):
 def _dycoke_diff(red, kept) -> int:
     # the loop emits the official order (topk inside a frame); the reducer emits raster order
     _, hb, wb = red.base_grid
-    return len({t * hb * wb + n for t, n in kept} ^ {s for g in _groups(red) for s in g})
-
-
-def _groups_diff(red, groups) -> int:
-    ours = {tuple(g) for g in _groups(red)}
-    theirs = {tuple(g) for g in groups}
-    return sum(len(g) for g in ours ^ theirs)
+    return len({t * hb * wb + n for t, n in kept} ^ {s for g in red.visual_groups() for s in g})
 
 
 def _elbow(x, grid, r):
@@ -57,7 +48,16 @@ def _k_chosen(red, ref) -> str:
 
 
 REFERENCES = {
-    "tome": (_tome, _groups_diff),
+    "tome": (_tome, groups_diff),
     "dycoke": (_dycoke, _dycoke_diff),
     "vqtoken": (_elbow, _k_chosen),
+    "dyntok": (dyntok_loop.run, dyntok_loop.diff),
+    "framefusion": (framefusion_loop.run, framefusion_loop.diff),
+    "visionzip": (visionzip_loop.run, visionzip_loop.diff),
+    "vidtome": (vidtome_loop.run, vidtome_loop.diff),
+    # these loops build only the plan (which sources, which weights): their time is not like for like
+    "none": (pool_loop.run_none, pool_loop.diff_none),
+    "pool": (pool_loop.run_pool, pool_loop.diff_pool),
+    "uniform": (prune_loop.run_uniform, prune_loop.diff_kept),
+    "random": (prune_loop.run_random, prune_loop.diff_kept),
 }

@@ -57,6 +57,11 @@ class Reduction:
         """Every token that reaches the LLM: visual tokens, markers and the newline."""
         return int(self.kind.shape[0])
 
+    def visual_groups(self) -> list[list[int]]:
+        """Each visual token's base-grid sources, in output order (markers and the newline skipped)."""
+        kind, ip, src = self.kind.tolist(), self.indptr.tolist(), self.src.tolist()
+        return [src[ip[n] : ip[n + 1]] for n in range(len(kind)) if kind[n] == KIND_VISUAL]
+
     def n_visual(self) -> int:
         return int((self.kind == KIND_VISUAL).sum())
 
@@ -303,3 +308,15 @@ def reduction_from_groups(
         n_input_tokens=int(n_input_tokens),
         extras=dict(extras or {}),
     )
+
+
+def groups_diff(reduction: Reduction, groups: list[list[int]]) -> int:
+    """How many base tokens are grouped differently from ``groups`` (lists of sources in output order):
+    the total size of the symmetric difference of the two sets of groups; the same groups in another
+    order count every token. 0 = identical decisions. Used to check reducers against loop references."""
+    ours = [tuple(g) for g in reduction.visual_groups()]
+    theirs = [tuple(g) for g in groups]
+    sym = set(ours) ^ set(theirs)
+    if not sym and ours != theirs:
+        return sum(len(g) for g in ours)
+    return sum(len(g) for g in sym)
