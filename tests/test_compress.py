@@ -57,3 +57,37 @@ def test_default_out_is_named_by_content(store_with_failure):
         out.parent == store_with_failure.parent and out.name.startswith("f.pool-") and out.suffix == ".zarr"
     )
     assert default_out(store_with_failure, {**cfg, "stride": 2}) != out
+
+
+def test_cuda_device_without_cuda_is_a_clear_error(store_with_failure, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA; the GPU path is tested in test_reducers_on_cuda_match_cpu")
+    with pytest.raises(VtcError, match="CUDA is not available"):
+        compress(store_with_failure, "tome", out=tmp_path / "t.zarr", device="cuda", quiet=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
+def test_reducers_on_cuda_match_cpu():
+    """Every reducer runs on CUDA through the device context and keeps the same tokens as on the CPU."""
+    import torch
+
+    from tests.test_reducers import smooth_video
+    from vtc.reducers import get_reducer, list_reducers
+    from vtc.stages.compress import run_reducer
+
+    x = smooth_video(4, 27, 27, 16, seed=5)
+    for name in list_reducers():
+        r = get_reducer(name)
+        aux = (
+            {"attention": torch.rand(4, 729, generator=torch.Generator().manual_seed(0))}
+            if r.info.needs
+            else {}
+        )
+        cpu = run_reducer(r, x, (27, 27), aux, "cpu")
+        gpu = run_reducer(r, x, (27, 27), aux, "cuda")
+        assert gpu.src.device.type == "cpu"
+        assert cpu.visual_groups() == gpu.visual_groups(), name
+        torch.testing.assert_close(cpu.tokens, gpu.tokens, atol=1e-4, rtol=1e-4)

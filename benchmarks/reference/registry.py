@@ -51,6 +51,7 @@ REFERENCES = {
     "tome": (_tome, groups_diff),
     "dycoke": (_dycoke, _dycoke_diff),
     "vqtoken": (_elbow, _k_chosen),
+    "tokendynamics": (_elbow, _k_chosen),
     "dyntok": (dyntok_loop.run, dyntok_loop.diff),
     "framefusion": (framefusion_loop.run, framefusion_loop.diff),
     "visionzip": (visionzip_loop.run, visionzip_loop.diff),

@@ -47,6 +47,7 @@ def compress(
         ),
     ] = None,
     seed: Seed = 0,
+    device: Annotated[str, typer.Option(help="torch device the reducer runs on (cpu, cuda, ...).")] = "cpu",
     list_methods: Annotated[
         bool, typer.Option("--list", help="List the methods and their parameters.")
     ] = False,
@@ -71,7 +72,7 @@ def compress(
             fixed = ", ".join(n for n, c in list_reducers().items() if c.info.budget)
             raise VtcError(f"method {method} has no fixed-length mode; --budget works with: {fixed}")
         params["budget"] = str(budget)
-    s = run(store, method, params, out=out, seed=seed, quiet=quiet, console=con)
+    s = run(store, method, params, out=out, seed=seed, device=device, quiet=quiet, console=con)
     if json_out:
         print(json.dumps(s.to_dict(), indent=2))
         return

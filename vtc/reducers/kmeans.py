@@ -67,7 +67,7 @@ def kmeans_pp(
     n = xn.shape[0]
     x2 = (xn * xn).sum(1) if x2 is None else x2
     if init is None:
-        cents = [xn[int(torch.randint(n, (1,), generator=gen))]]
+        cents = [xn[int(torch.randint(n, (1,), generator=gen, device="cpu"))]]
         d2 = _sq_dist(xn, x2, cents[0])
     else:
         cents = list(init.float())
@@ -75,9 +75,9 @@ def kmeans_pp(
     for _ in range(len(cents), k):
         w = d2.double()
         if float(w.sum()) > 0:
-            i = int(torch.multinomial(w, 1, generator=gen))
+            i = int(torch.multinomial(w.cpu(), 1, generator=gen))  # the seeded generator lives on the CPU
         else:
-            i = int(torch.randint(n, (1,), generator=gen))
+            i = int(torch.randint(n, (1,), generator=gen, device="cpu"))
         cents.append(xn[i])
         d2 = torch.minimum(d2, _sq_dist(xn, x2, xn[i]))
     return torch.stack(cents)

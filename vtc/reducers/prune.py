@@ -84,5 +84,6 @@ class RandomPrune:
         total = T * hb * wb
         m = kept_count(total, T, self.budget, self.ratio)
         g = torch.Generator().manual_seed(self.seed)
-        keep = torch.randperm(total, generator=g)[:m].sort().values
+        # drawn on the CPU (where the seeded generator lives) so every device keeps the same tokens
+        keep = torch.randperm(total, generator=g, device="cpu")[:m].sort().values.to(feats.device)
         return pruned(feats.reshape(total, -1), keep, self.grid, (T, hb, wb), T * H * W)

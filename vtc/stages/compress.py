@@ -51,6 +51,29 @@ def stock_llm_tokens(n_frames: int, grid) -> int:
     return n_frames * -(-grid[0] // 2) * -(-grid[1] // 2) + 1
 
 
+def run_reducer(reducer, x, grid, aux: dict, device: str = "cpu"):
+    """Run a reducer on ``device``: inputs moved there, and tensors it creates land there too (torch's
+    device context), so reducers need no device plumbing; the Reduction comes back on the CPU. Seeded
+    draws stay on the CPU generator, so kept tokens do not depend on the device. On CUDA, float sums
+    (index_add_) may differ in the last bits from the CPU."""
+    import torch
+
+    if device == "cpu":
+        return reducer(x, grid, **aux)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise VtcError(f"--device {device}: CUDA is not available here")
+    with torch.device(device):
+        red = reducer(x.to(device), grid, **{k: v.to(device) for k, v in aux.items()})
+    import dataclasses
+
+    moved = {
+        f.name: getattr(red, f.name).cpu()
+        for f in dataclasses.fields(red)
+        if isinstance(getattr(red, f.name), torch.Tensor)
+    }
+    return dataclasses.replace(red, **moved, extras={k: v.cpu() for k, v in red.extras.items()})
+
+
 def make_reducer(method: str, params: dict[str, str]):
     from vtc.reducers import get_reducer
 
@@ -73,6 +96,7 @@ def compress(
     params: dict[str, str] | None = None,
     out: str | Path | None = None,
     seed: int = 0,
+    device: str = "cpu",
     quiet: bool = False,
     console=None,
 ) -> CompressSummary:
@@ -127,7 +151,7 @@ def compress(
                     )
                 aux[need] = torch.from_numpy(np.asarray(arrays[need][...]))
             t_red = time.perf_counter()
-            red = reducer(x, grid, **aux)
+            red = run_reducer(reducer, x, grid, aux, device)
             t_red = time.perf_counter() - t_red
             flops = module_flops(config["method"], reducer, red, int(x.shape[-1]))
             data = red.to_arrays()
