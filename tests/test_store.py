@@ -93,3 +93,14 @@ def test_video_keys_are_safe_and_distinct():
     keys = {video_key(v) for v in ["a/b", "a_b", "a b", "../x", "é"]}
     assert len(keys) == 5
     assert all("/" not in k and not k.startswith(".") for k in keys)
+
+
+def test_uncompressed_arrays_are_stored_raw(tmp_path):
+    st = Store.create(tmp_path / "s.zarr", "features", IDENT)
+    x = np.random.default_rng(0).standard_normal((2, 64)).astype(np.float16)
+    st.write("a", {"features": x, "other": x}, attrs={}, uncompressed=("features",))
+    arrays, _ = Store.open(tmp_path / "s.zarr").read("a")
+    assert arrays["features"].compressors == () and arrays["other"].compressors != ()
+    np.testing.assert_array_equal(arrays["features"][...], x)
+    chunk = tmp_path / "s.zarr" / "videos" / video_key("a") / "features" / "c" / "0" / "0"
+    assert chunk.stat().st_size == x.nbytes  # raw bytes on disk

@@ -183,15 +183,21 @@ class Store:
         attrs: dict,
         summary: dict | None = None,
         chunks: dict[str, tuple] | None = None,
+        uncompressed: tuple[str, ...] = (),
     ) -> None:
-        """Write one video's arrays, then its attrs, then (last) its index line."""
+        """Write one video's arrays, then its attrs, then (last) its index line.
+
+        Arrays named in ``uncompressed`` are stored raw: float16 features shrink by under 10% with zarr's
+        default zstd, and reading them raw is about twice as fast (measured on 32x729x1152).
+        """
         key = video_key(video_id)
         videos = self._group.require_group("videos")
         g = videos.create_group(key, overwrite=True)  # drops whatever a killed run left half-written
         for name, arr in arrays.items():
             arr = np.ascontiguousarray(arr)
             ch = (chunks or {}).get(name) or arr.shape or (1,)
-            a = g.create_array(name, shape=arr.shape, dtype=arr.dtype, chunks=ch, overwrite=True)
+            kw = {"compressors": None} if name in uncompressed else {}
+            a = g.create_array(name, shape=arr.shape, dtype=arr.dtype, chunks=ch, overwrite=True, **kw)
             a[...] = arr
         g.attrs.update({**attrs, "id": video_id, "complete": True})
         self._append({"id": video_id, "key": key, "status": "done", "time": time.time(), **(summary or {})})

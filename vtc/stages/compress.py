@@ -9,6 +9,7 @@ full method config, so evaluation can re-apply the plan to projected features ex
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -137,48 +138,59 @@ def compress(
         tok.writing(),
         progress_bar(f"compress {config['method']}", len(todo), "videos", quiet, console) as bar,
     ):
-        for vid in todo:
+        needs = type(reducer).info.needs
+
+        def load(vid):
+            """Features (+ the per-video arrays the method needs) of one video, read from zarr."""
             arrays, _ = feats.read(vid)
+            missing = [n for n in needs if n not in arrays]
+            if missing:
+                raise VtcError(
+                    f"method {config['method']} needs '{missing[0]}' per video, which {store} does not have "
+                    f"(extract with --save-{missing[0]})"
+                )
             x = torch.from_numpy(arrays["features"][...])
-            # Seeded per video from (seed, id) so the result does not depend on processing order.
-            torch.manual_seed(int(stable_hash([seed, vid], 15), 16))
-            aux = {}
-            for need in type(reducer).info.needs:
-                if need not in arrays:
-                    raise VtcError(
-                        f"method {config['method']} needs '{need}' per video, which {store} does not have "
-                        f"(extract with --save-{need})"
-                    )
-                aux[need] = torch.from_numpy(np.asarray(arrays[need][...]))
-            t_red = time.perf_counter()
-            red = run_reducer(reducer, x, grid, aux, device)
-            t_red = time.perf_counter() - t_red
-            flops = module_flops(config["method"], reducer, red, int(x.shape[-1]))
-            data = red.to_arrays()
-            data["tokens"] = data["tokens"].astype(x.numpy().dtype)
-            n_in = int(x.shape[0] * x.shape[1])
-            tok.write(
-                vid,
-                data,
-                attrs={
-                    "base": red.base,
-                    "base_grid": list(red.base_grid),
-                    "n_input_tokens": n_in,
-                    "n_llm_tokens": int(red.n_llm_tokens),
-                    "n_visual": int(red.n_visual()),
-                    "n_frames": int(x.shape[0]),
-                },
-                summary={
-                    "reduce_s": round(t_red, 6),
-                    "module_flops": flops["total"],
-                    "n_input_tokens": n_in,
-                    "n_llm_tokens": int(red.n_llm_tokens),
-                    "n_visual": int(red.n_visual()),
-                    "n_frames": int(x.shape[0]),
-                },
-            )
-            summary.done += 1
-            bar.advance(1, 1)
+            return x, {n: torch.from_numpy(np.asarray(arrays[n][...])) for n in needs}
+
+        # Reading a video from zarr costs about as much as reducing it: read the next one in a thread
+        # (zarr and torch release the GIL) while this one is reduced and written.
+        with ThreadPoolExecutor(max_workers=1) as reader:
+            pending = reader.submit(load, todo[0]) if todo else None
+            for i, vid in enumerate(todo):
+                x, aux = pending.result()
+                if i + 1 < len(todo):
+                    pending = reader.submit(load, todo[i + 1])
+                # Seeded per video from (seed, id) so the result does not depend on processing order.
+                torch.manual_seed(int(stable_hash([seed, vid], 15), 16))
+                t_red = time.perf_counter()
+                red = run_reducer(reducer, x, grid, aux, device)
+                t_red = time.perf_counter() - t_red
+                flops = module_flops(config["method"], reducer, red, int(x.shape[-1]))
+                data = red.to_arrays()
+                data["tokens"] = data["tokens"].astype(x.numpy().dtype)
+                n_in = int(x.shape[0] * x.shape[1])
+                tok.write(
+                    vid,
+                    data,
+                    attrs={
+                        "base": red.base,
+                        "base_grid": list(red.base_grid),
+                        "n_input_tokens": n_in,
+                        "n_llm_tokens": int(red.n_llm_tokens),
+                        "n_visual": int(red.n_visual()),
+                        "n_frames": int(x.shape[0]),
+                    },
+                    summary={
+                        "reduce_s": round(t_red, 6),
+                        "module_flops": flops["total"],
+                        "n_input_tokens": n_in,
+                        "n_llm_tokens": int(red.n_llm_tokens),
+                        "n_visual": int(red.n_visual()),
+                        "n_frames": int(x.shape[0]),
+                    },
+                )
+                summary.done += 1
+                bar.advance(1, 1)
     summary.seconds = time.perf_counter() - t0
     for e in tok.done().values():
         summary.tokens_in += e["n_input_tokens"]

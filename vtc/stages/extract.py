@@ -148,6 +148,7 @@ def extract(
                 },
                 summary={"n_frames": int(n), "source": str(Path(path).resolve()), "fingerprint": fp},
                 chunks={"features": (1, hw, c)},
+                uncompressed=("features",),
             )
             summary.done += 1
             summary.frames += int(n)
