@@ -462,3 +462,11 @@ def test_budget_is_exact_and_saturates_at_the_input(name, T, grid):
         r = reduce(name, {"budget": str(m)}, x, grid)
         assert r.n_visual() == min(m, base.n_visual()), (name, m)
         assert r.n_llm_tokens == r.n_visual() + 1
+
+
+def test_optional_int_parameters_from_cli_strings():
+    assert get_reducer("tome", budget="none").budget is None
+    assert get_reducer("tome", budget="12").budget == 12
+    assert get_reducer("vqtoken", k="NULL").k is None
+    with pytest.raises(ValueError, match="bad value 'x' for tome.budget"):
+        get_reducer("tome", budget="x")

@@ -42,10 +42,6 @@ class FrameFusion:
 
     def __post_init__(self):
         check_grid(self.grid)
-        if isinstance(self.budget, str):
-            # the registry passes `int | None` fields through unconverted: accept the CLI's spelling here
-            b = self.budget.strip()
-            object.__setattr__(self, "budget", None if b.lower() in ("none", "") else int(b))
         if self.budget is not None and self.budget < 1:
             raise ValueError(f"budget must be >= 1 or None, got {self.budget}")
 

@@ -239,14 +239,6 @@ class ClusterReducer:
     min_drop: float = 0.02
 
     def __post_init__(self):
-        for name in ("k", "budget"):  # Optional[int]: the registry passes CLI strings through untouched
-            v = getattr(self, name)
-            if isinstance(v, str):
-                s = v.strip().lower()
-                try:
-                    object.__setattr__(self, name, None if s in ("none", "") else int(s))
-                except ValueError:
-                    raise ValueError(f"bad value {v!r} for {name}: expected an int or None") from None
         if self.k is not None and self.k < 1 or self.budget is not None and self.budget < 1:
             raise ValueError("k and budget must be >= 1")
         if self.k is not None and self.budget is not None and self.k != self.budget:
