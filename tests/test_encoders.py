@@ -64,3 +64,33 @@ def test_errors(tiny_ckpt, tmp_path):
     Qwen2Config(hidden_size=8, num_hidden_layers=1, num_attention_heads=1).save_pretrained(text_only)
     with pytest.raises(VtcError, match="is a qwen2 model"):
         VisionEncoder(str(text_only))
+
+
+def test_full_siglip_checkpoint_loads_its_vision_tower(tmp_path, frames):
+    """google/siglip-so400m-patch14-384 is a SiglipModel (text + vision): the tower is taken from it."""
+    from transformers import SiglipConfig, SiglipModel, SiglipTextConfig
+
+    from vtc.encoders.tiny import tiny_vision_config
+
+    torch.manual_seed(0)
+    text = SiglipTextConfig(
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        vocab_size=64,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
+    full = SiglipModel(
+        SiglipConfig(text_config=text.to_dict(), vision_config=tiny_vision_config().to_dict())
+    ).eval()
+    full.save_pretrained(tmp_path / "siglip-full")
+    enc = VisionEncoder(str(tmp_path / "siglip-full"))
+    assert enc.identity()["source"] == "siglip" and enc.layer == -2
+    with torch.no_grad():
+        ref = full.vision_model(pixel_values=Preprocess()(frames), output_hidden_states=True).hidden_states[
+            -2
+        ]
+    torch.testing.assert_close(enc.encode(frames), ref, rtol=0, atol=1e-6)

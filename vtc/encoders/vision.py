@@ -132,6 +132,8 @@ class VisionEncoder:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
+        # A full SigLIP checkpoint (text tower too) would print a load report of every unused text weight.
+        hf_logging.set_verbosity_error()
         torch_dtype = getattr(torch, DTYPES[self.dtype])
         if self.source == "llava_onevision":
             from transformers import LlavaOnevisionForConditionalGeneration
