@@ -43,3 +43,14 @@ def test_extras_round_trip_through_arrays():
     back = Reduction.from_arrays({k: np.asarray(v) for k, v in arrays.items()}, "native", (1, 2, 2), 4)
     assert torch.equal(back.extras["index_map"], m)
     torch.testing.assert_close(back.tokens, r.tokens)
+
+
+def test_relabel_by_first_orders_groups_by_smallest_member():
+    from vtc.reducers.base import relabel_by_first
+
+    labels = torch.tensor([7, 2, -1, 7, 5, 2, 5])  # first members: 7 -> 0, 2 -> 1, 5 -> 4; 0,1,3,4,6 unused
+    group, order = relabel_by_first(labels)
+    assert group.tolist() == [0, 1, -1, 0, 2, 1, 2]
+    assert order.tolist() == [7, 2, 5]
+    group, order = relabel_by_first(torch.tensor([-1, -1]))
+    assert group.tolist() == [-1, -1] and order.numel() == 0

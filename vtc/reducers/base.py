@@ -259,6 +259,24 @@ def newline_row(base_grid: tuple[int, int, int]) -> Tensor:
     return torch.tensor([[T - 1, Hb - 1, Wb - 1]], dtype=torch.int32)
 
 
+def relabel_by_first(labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Renumber groups in raster order of their smallest member (the output order the contract wants).
+
+    labels: int64 [n], any non-negative group ids (-1 = dropped) -> (group int64 [n] with ids 0..K-1, -1
+    kept; order int64 [K], the original label of output group j).
+    """
+    n = labels.shape[0]
+    keep = labels >= 0
+    size = int(labels.max()) + 1 if bool(keep.any()) else 0
+    first = torch.full((size,), n, dtype=torch.long)
+    first.scatter_reduce_(0, labels[keep], torch.arange(n)[keep], "amin")
+    used = (first < n).nonzero().squeeze(1)
+    order = used[first[used].argsort()]
+    rank = torch.full((size,), -1, dtype=torch.long)
+    rank[order] = torch.arange(order.numel())
+    return torch.where(keep, rank[labels.clamp(min=0)], -1), order
+
+
 def reduction_from_groups(
     base_feats: Tensor,
     group: Tensor,

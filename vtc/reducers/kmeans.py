@@ -26,6 +26,7 @@ from vtc.reducers.base import (
     check_grid,
     check_input,
     reduction_from_groups,
+    relabel_by_first,
 )
 
 ADAPTIVE = ("elbow", "drop")
@@ -272,13 +273,10 @@ class ClusterReducer:
                 self.tol,
                 self.min_drop,
             )
-        nb, k = feats.shape[0], res.centroids.shape[0]
-        # output id = rank of the cluster's first member (its pos: equal weights tie to the first source)
-        first = torch.full((k,), nb, dtype=torch.long).scatter_reduce(0, res.labels, torch.arange(nb), "amin")
-        order = torch.argsort(first)  # [K] k-means id of output token j
-        rank = torch.empty(k, dtype=torch.long)
-        rank[order] = torch.arange(k)
-        group = rank[res.labels]  # [Nb] output token of each base token
+        nb = feats.shape[0]
+        # output id = rank of the cluster's first member (its pos: equal weights tie to the first source);
+        # order[j] = the k-means id of output token j
+        group, order = relabel_by_first(res.labels)
         extras = {
             map_name: group.reshape(T, hb, wb).to(torch.int32),
             codebook_name: res.centroids[order].float().contiguous(),

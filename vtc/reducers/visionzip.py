@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vtc.reducers.base import Reduction, check_input, reduction_from_groups
+from vtc.reducers.base import Reduction, check_input, reduction_from_groups, relabel_by_first
 from vtc.reducers.registry import ReducerError, register
 
 
@@ -70,14 +70,7 @@ class VisionZip:
         # global ids: frame by frame, within a frame in raster order of each group's first member
         offsets = torch.arange(T)[:, None] * N
         flat = torch.where(group >= 0, group + offsets, -1).reshape(-1)
-        first = torch.full((T * N,), T * N, dtype=torch.long)
-        keep = flat >= 0
-        first.scatter_reduce_(0, flat[keep], torch.arange(T * N)[keep], "amin")
-        used = first < T * N
-        rank = torch.full((T * N,), -1, dtype=torch.long)
-        order = first[used].argsort()
-        rank[used.nonzero().squeeze(1)[order]] = torch.arange(int(used.sum()))
-        final = torch.where(keep, rank[flat.clamp(min=0)], -1)
+        final, _ = relabel_by_first(flat)
         return reduction_from_groups(
             feats.reshape(T * N, -1), final, torch.ones(T * N), "native", (T, H, W), T * N
         )
