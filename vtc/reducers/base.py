@@ -267,7 +267,9 @@ def relabel_by_first(labels: Tensor) -> tuple[Tensor, Tensor]:
     """
     n = labels.shape[0]
     keep = labels >= 0
-    size = int(labels.max()) + 1 if bool(keep.any()) else 0
+    if not bool(keep.any()):
+        return labels.clone(), torch.empty(0, dtype=torch.long)
+    size = int(labels.max()) + 1
     first = torch.full((size,), n, dtype=torch.long)
     first.scatter_reduce_(0, labels[keep], torch.arange(n)[keep], "amin")
     used = (first < n).nonzero().squeeze(1)
