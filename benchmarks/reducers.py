@@ -12,6 +12,10 @@ sum over every element: the floor for an O(n) method), and — where benchmarks/
 straightforward loop re-implementation — the loop's time on the same input, the speed-up, and
 how many base tokens the two place differently (0 = identical; a few at most come from float near-ties
 at a top-k boundary, where the loop's cosine and the batched one differ in the last bit).
+
+Batched (`--batch B`, default 8; 0 skips): per-video median time of reducing B different 32x196 videos
+in one `reduce_batch` call against calling the reducer on each in turn, side by side with the ratio
+(methods marked "loop" are not natively batched: `reduce_batch` loops, the ratio should be ~1).
 """
 
 from __future__ import annotations
@@ -74,6 +78,7 @@ def main() -> None:
     ap.add_argument(
         "--no-loop", action="store_true", help="skip the loop references (vqtoken's takes minutes)"
     )
+    ap.add_argument("--batch", type=int, default=8, help="videos per batched call (0: skip that table)")
     args = ap.parse_args()
 
     from vtc.reducers import get_reducer, list_reducers
@@ -108,6 +113,34 @@ def main() -> None:
                 shown = d if isinstance(d, str) else ("same" if d == 0 else f"{d} diff")
                 row += f"{1000 * lt:>11.1f}{lt / t:>9.1f}x{shown:>9}"
             print(row, flush=True)
+    if args.batch:
+        batched_table(names, args.batch, args.repeats)
+
+
+def batched_table(names: list[str], B: int, repeats: int) -> None:
+    """Per-video medians: B videos of 32x196 in one reduce_batch call vs one call per video."""
+    from vtc.reducers import get_reducer, list_reducers
+    from vtc.reducers.batch import natively_batched, reduce_batch
+
+    T, grid = SHAPES["32x196"]
+    xs = [video(T, grid, seed=s) for s in range(B)]
+    print(f"\nbatched: {B} videos of 32x196 per call, per-video median ms")
+    header = f"{'method':<15}{'alone':>9}{'batched':>9}{'ratio':>8}  note"
+    print(header)
+    print("-" * len(header))
+    for name in names:
+        fields = {f.name for f in dataclasses.fields(list_reducers()[name])}
+        r = get_reducer(name, **({"grid": "native"} if "grid" in fields else {}))
+        auxs = [aux_for(r, x) for x in xs]
+        alone = median_time(
+            lambda r=r, a=auxs: [r(x, grid, **aux) for x, aux in zip(xs, a, strict=True)], repeats
+        )
+        together = median_time(lambda r=r, a=auxs: reduce_batch(r, xs, grid, a), repeats)
+        note = "" if natively_batched(r) else "loop"
+        print(
+            f"{name:<15}{1000 * alone / B:>9.2f}{1000 * together / B:>9.2f}{alone / together:>7.2f}x  {note}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

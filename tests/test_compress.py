@@ -71,12 +71,13 @@ def test_cuda_device_without_cuda_is_a_clear_error(store_with_failure, tmp_path)
 @pytest.mark.gpu
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
 def test_reducers_on_cuda_match_cpu():
-    """Every reducer runs on CUDA through the device context and keeps the same tokens as on the CPU."""
+    """Every reducer runs on CUDA through the device context and keeps the same tokens as on the CPU,
+    one video at a time and batched (videos of 4, 3 and 1 frames stacked on the GPU)."""
     import torch
 
     from tests.test_reducers import smooth_video
     from vtc.reducers import get_reducer, list_reducers
-    from vtc.stages.compress import run_reducer
+    from vtc.stages.compress import run_reducer, run_reducer_batch
 
     x = smooth_video(4, 27, 27, 16, seed=5)
     for name in list_reducers():
@@ -91,3 +92,11 @@ def test_reducers_on_cuda_match_cpu():
         assert gpu.src.device.type == "cpu"
         assert cpu.visual_groups() == gpu.visual_groups(), name
         torch.testing.assert_close(cpu.tokens, gpu.tokens, atol=1e-4, rtol=1e-4)
+        xs = [x, x[:3].flip(0), x[2:3]]
+        auxs = [{k: v[: len(xi)] for k, v in aux.items()} for xi in xs]
+        alone = [run_reducer(r, xi, (27, 27), a, "cpu") for xi, a in zip(xs, auxs, strict=True)]
+        batched = run_reducer_batch(r, xs, (27, 27), auxs, "cuda")
+        for a, b in zip(alone, batched, strict=True):
+            assert b.src.device.type == "cpu" and b.base_grid == a.base_grid
+            assert a.visual_groups() == b.visual_groups(), name
+            torch.testing.assert_close(a.tokens, b.tokens, atol=1e-4, rtol=1e-4)

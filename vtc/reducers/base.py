@@ -294,40 +294,99 @@ def reduction_from_groups(
     token each base token feeds (0..K-1, in output order), or -1 if it is dropped; weight: [Nb] relative
     weights (e.g. ToMe sizes), normalised to sum 1 within each group. Every id in 0..K-1 must be used.
     Pruning = singleton groups with weight 1. Sources within a row are ascending; no Python loops.
+    The batch of one of `reductions_from_groups`.
     """
     nb = base_feats.shape[0]
     if group.shape != (nb,) or weight.shape != (nb,):
         raise ValueError(f"group and weight must be [{nb}], got {list(group.shape)} and {list(weight.shape)}")
+    return reductions_from_groups(
+        base_feats, group, weight, base, [tuple(base_grid)], [n_input_tokens], [extras or {}]
+    )[0]
+
+
+def reductions_from_groups(
+    base_feats: Tensor,
+    group: Tensor,
+    weight: Tensor,
+    base: str,
+    base_grids: list[tuple[int, int, int]],
+    n_input_tokens: list[int],
+    extras: list[dict[str, Tensor]] | None = None,
+) -> list[Reduction]:
+    """`reduction_from_groups` for B videos at once: one sort, one index_add, one plan_pos, then split.
+
+    base_feats: [sum Nb_v, C], the videos' base tokens back to back (Nb_v = T_v*Hb*Wb, one Hb x Wb for
+    all); group, weight: [sum Nb_v], each video's own group ids (0..K_v-1, -1 dropped) and weights.
+    Every per-row quantity is computed as in the one-video case (the same members, summed in the same
+    order), so each Reduction is bit-identical to `reduction_from_groups` on that video alone. The
+    outputs are contiguous slices of shared tensors: video v's K_v tokens then its newline.
+    """
+    B = len(base_grids)
+    nbs = [int(T) * int(Hb) * int(Wb) for T, Hb, Wb in base_grids]
+    NB = sum(nbs)
+    if base_feats.shape[0] != NB or group.shape != (NB,) or weight.shape != (NB,):
+        raise ValueError(
+            f"base_feats, group and weight must have {NB} rows, got {base_feats.shape[0]}, "
+            f"{list(group.shape)} and {list(weight.shape)}"
+        )
+    if len({(Hb, Wb) for _, Hb, Wb in base_grids}) > 1:
+        raise ValueError(f"videos of one batch share a base grid, got {sorted(set(base_grids))}")
+    dev = group.device
+    nb_t = torch.tensor(nbs, dtype=torch.long, device=dev)
+    boff = nb_t.cumsum(0) - nb_t  # [B] first base index of each video
+    vid = torch.repeat_interleave(torch.arange(B, device=dev), nb_t)  # [NB] video of each base token
     keep = group >= 0
-    g, idx, w = group[keep], torch.arange(nb)[keep], weight[keep].double()
-    k = int(g.max()) + 1 if g.numel() else 0
-    counts = torch.bincount(g, minlength=k)
-    if k and bool((counts == 0).any()):
-        raise ValueError("group ids must cover 0..K-1 with no gaps")
-    order = torch.argsort(g * nb + idx)  # by group, then source index ascending
-    g, idx, w = g[order], idx[order], w[order]
-    total = torch.zeros(k, dtype=torch.float64).index_add_(0, g, w)
-    w = (w / total[g]).float()
-    indptr = torch.zeros(k + 2, dtype=torch.long)
-    indptr[1 : k + 1] = counts.cumsum(0)
-    indptr[-1] = indptr[-2]
-    feats = base_feats.float()
-    tokens = torch.zeros(k + 1, feats.shape[1]).index_add_(0, g, feats[idx] * w[:, None])
-    kind = torch.zeros(k + 1, dtype=torch.uint8)
-    kind[-1] = KIND_NEWLINE
-    pos = torch.cat((plan_pos(indptr[:-1], idx, w, base_grid), newline_row(base_grid)))
-    return Reduction(
-        tokens=tokens,
-        kind=kind,
-        pos=pos,
-        indptr=indptr,
-        src=idx,
-        weight=w,
-        base=base,
-        base_grid=tuple(base_grid),
-        n_input_tokens=int(n_input_tokens),
-        extras=dict(extras or {}),
+    kmax = torch.full((B,), -1, dtype=torch.long, device=dev).scatter_reduce(
+        0, vid[keep], group[keep], "amax"
     )
+    k = kmax + 1  # [B] visual tokens per video
+    rows = k + 1  # [B] output rows per video: its groups, then its newline
+    roff = rows.cumsum(0) - rows  # [B] first output row of each video
+    n_rows = int(rows.sum())
+    g, idx, w = group[keep] + roff[vid[keep]], torch.arange(NB, device=dev)[keep], weight[keep].double()
+    counts = torch.bincount(g, minlength=n_rows)  # [n_rows] members per output row; newline rows 0
+    newline = roff + k  # [B] row index of each video's newline
+    is_nl = torch.zeros(n_rows, dtype=torch.bool, device=dev)
+    is_nl[newline] = True
+    if bool(((counts == 0) & ~is_nl).any()):
+        raise ValueError("group ids must cover 0..K-1 with no gaps")
+    order = torch.argsort(g * NB + idx)  # by group, then source index ascending
+    g, idx, w = g[order], idx[order], w[order]
+    total = torch.zeros(n_rows, dtype=torch.float64, device=dev).index_add_(0, g, w)
+    w = (w / total[g]).float()
+    indptr = torch.zeros(n_rows + 1, dtype=torch.long, device=dev)
+    indptr[1:] = counts.cumsum(0)
+    feats = base_feats.float()
+    tokens = torch.zeros(n_rows, feats.shape[1], device=dev).index_add_(0, g, feats[idx] * w[:, None])
+    kind = torch.zeros(n_rows, dtype=torch.uint8, device=dev)
+    kind[newline] = KIND_NEWLINE
+    _, Hb, Wb = base_grids[0]
+    pos = plan_pos(indptr, idx, w, (NB // (Hb * Wb), Hb, Wb))  # t counted over the whole batch
+    roff_l, nl_l = roff.tolist(), newline.tolist()
+    out = []
+    for v in range(B):
+        T = int(base_grids[v][0])
+        r0, r1 = roff_l[v], nl_l[v] + 1
+        e0, e1 = int(indptr[r0]), int(indptr[r1])
+        p = pos[r0:r1]
+        if v:  # frames of earlier videos come first in the batch's flat index
+            p = p - torch.tensor([int(boff[v]) // (Hb * Wb), 0, 0], dtype=torch.int32, device=dev)
+        p[-1] = torch.tensor([T - 1, Hb - 1, Wb - 1], dtype=torch.int32, device=dev)
+        out.append(
+            Reduction(
+                tokens=tokens[r0:r1],
+                kind=kind[r0:r1],
+                pos=p,
+                indptr=indptr[r0 : r1 + 1] - e0 if v else indptr[r0 : r1 + 1],
+                src=idx[e0:e1] - int(boff[v]) if v else idx[e0:e1],
+                weight=w[e0:e1],
+                base=base,
+                base_grid=tuple(int(d) for d in base_grids[v]),
+                n_input_tokens=int(n_input_tokens[v]),
+                extras=dict((extras or [{}] * B)[v] or {}),
+            )
+        )
+    return out
 
 
 def groups_diff(reduction: Reduction, groups: list[list[int]]) -> int:

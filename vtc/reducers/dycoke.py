@@ -15,24 +15,26 @@ from vtc.reducers.base import (
     check_input,
     grid_pos,
     newline_row,
-    reduction_from_groups,
+    reductions_from_groups,
 )
+from vtc.reducers.batch import concat_frames, groups_by
 from vtc.reducers.registry import register
 
 ODD = ("official", "keep")
 
 
 def least_similar(feats: Tensor, norm: Tensor, ref: slice, tgt: slice, keep: int) -> Tensor:
-    """Mask [P, N] of the `keep` tokens of each frame feats[tgt][p] least similar to feats[ref][p].
+    """Mask [B, P, N] of the `keep` tokens of each frame feats[:, tgt][b, p] least similar to
+    feats[:, ref][b, p].
 
-    feats: [T, N, C] float32, norm: [T, N] its token norms; ref/tgt: frame slices of equal length P
-    (views, no copies). Similarity = cosine x.y / (|x| |y|) at the same position (eq. 3). The official
+    feats: [B, T, N, C] float32 (B videos of T frames), norm: [B, T, N] its token norms; ref/tgt: frame
+    slices of equal length P (views, no copies). Similarity = cosine x.y / (|x| |y|) at the same position (eq. 3). The official
     code takes `topk(keep, largest=False)`; a stable ascending sort picks the same set without ties and
     breaks ties towards the lower token index, so the choice is deterministic.
     """
-    sim = torch.linalg.vecdot(feats[ref], feats[tgt]) / (norm[ref] * norm[tgt]).clamp_min(1e-8)  # [P, N]
-    order = torch.argsort(sim, dim=1, stable=True)[:, :keep]  # [P, keep] token indices, least similar first
-    return torch.zeros(sim.shape, dtype=torch.bool).scatter_(1, order, True)
+    sim = torch.linalg.vecdot(feats[:, ref], feats[:, tgt]) / (norm[:, ref] * norm[:, tgt]).clamp_min(1e-8)
+    order = torch.argsort(sim, dim=-1, stable=True)[..., :keep]  # [B, P, keep] least similar first
+    return torch.zeros(sim.shape, dtype=torch.bool).scatter_(-1, order, True)
 
 
 @register(
@@ -84,26 +86,43 @@ class DyCoke:
             raise ValueError(f"unknown odd {self.odd!r}; valid: {', '.join(ODD)}")
 
     def __call__(self, x: Tensor, grid: tuple[int, int]) -> Reduction:  # x: [T, H*W, C]
-        T, H, W = check_input(x, grid)
-        feats, (hb, wb) = base_features(x, (H, W), self.grid)  # [T, hb*wb, C] float32
-        N, C = hb * wb, feats.shape[-1]
+        return self.batch([x], grid)[0]
+
+    def batch(self, xs: list[Tensor], grid: tuple[int, int], auxs=None) -> list[Reduction]:
+        """Videos of equal T are stacked [B, T, N, C]: the pairs and windows are the same frame slices in
+        each, so one similarity, one sort and one scatter per pass serve them all. Videos of another T
+        form their own stack."""
+        Ts = [check_input(x, grid)[0] for x in xs]
+        out: list[Reduction | None] = [None] * len(xs)
+        for T, members in groups_by(Ts).items():
+            for v, red in zip(members, self._same_t([xs[v] for v in members], T, grid), strict=True):
+                out[v] = red
+        return out
+
+    def _same_t(self, xs: list[Tensor], T: int, grid: tuple[int, int]) -> list[Reduction]:
+        H, W = int(grid[0]), int(grid[1])
+        x, _ = concat_frames(xs)
+        feats, (hb, wb) = base_features(x, (H, W), self.grid)  # [B*T, hb*wb, C] float32
+        B, N, C = len(xs), hb * wb, feats.shape[-1]
+        feats = feats.reshape(B, T, N, C)
         keep = int((1 - self.k) * N)  # the official expression, float rounding included (0.3*196 -> 58)
-        kept = torch.ones(T, N, dtype=torch.bool)  # [T, N]
-        # parent[t, n]: the flat base index a dropped token matched (same position, reference frame)
-        flat = torch.arange(T * N).reshape(T, N)
+        kept = torch.ones(B, T, N, dtype=torch.bool)  # [B, T, N]
+        # parent[b, t, n]: the flat base index (within the video) a dropped token matched (same
+        # position, reference frame)
+        flat = torch.arange(T * N).reshape(T, N).expand(B, T, N)
         parent = flat.clone()
 
-        norm = torch.linalg.vector_norm(feats, dim=-1)  # [T, N]
+        norm = torch.linalg.vector_norm(feats, dim=-1)  # [B, T, N]
 
         # pass 1: odd frames against the preceding even frame
         P = T // 2
         if P:
             ref, tgt = slice(0, 2 * P, 2), slice(1, 2 * P, 2)  # P frames each
-            mask = least_similar(feats, norm, ref, tgt, keep)  # [P, N]
+            mask = least_similar(feats, norm, ref, tgt, keep)  # [B, P, N]
             if self.official_offset:
-                mask = mask.roll(1, dims=0)  # pair j uses pair j-1's choice, pair 0 the last pair's
-            kept[tgt] = mask
-            parent[tgt] = torch.where(mask, flat[tgt], flat[ref])
+                mask = mask.roll(1, dims=1)  # pair j uses pair j-1's choice, pair 0 the last pair's
+            kept[:, tgt] = mask
+            parent[:, tgt] = torch.where(mask, flat[:, tgt], flat[:, ref])
 
         # pass 2: frames s+2, s+4, .. of each window but the last, re-pruned from their full token set
         # against the window's first frame s, for s in range(0, T - window, window) (the official range)
@@ -112,32 +131,33 @@ class DyCoke:
             ref = slice(0, (S - 1) * self.window + 1, self.window)
             for j in range(2, self.window, 2):  # one offset for window=4
                 tgt = slice(j, (S - 1) * self.window + j + 1, self.window)
-                mask = least_similar(feats, norm, ref, tgt, keep)  # [S, N]
-                kept[tgt] = mask
-                parent[tgt] = torch.where(mask, flat[tgt], flat[ref])
+                mask = least_similar(feats, norm, ref, tgt, keep)  # [B, S, N]
+                kept[:, tgt] = mask
+                parent[:, tgt] = torch.where(mask, flat[:, tgt], flat[:, ref])
 
-        dropped_frame = torch.zeros(T, dtype=torch.bool)
         if T % 2 and T > 1 and self.odd == "official":
-            dropped_frame[-1] = True  # the official pair loop never emits the unpaired last frame
-        kept[dropped_frame] = False
+            kept[:, -1] = False  # the official pair loop never emits the unpaired last frame
 
-        kept, parent = kept.reshape(-1), parent.reshape(-1)
+        kept, parent = kept.reshape(B, T * N), parent.reshape(B, T * N)
+        feats = feats.reshape(B, T * N, C)
+        base_grid = (T, hb, wb)
         if not self.merge:
-            return self._pruned(feats.reshape(-1, C), kept, (T, hb, wb), T * H * W)
-        group = torch.full((T * N,), -1, dtype=torch.long)
-        group[kept] = torch.arange(int(kept.sum()))  # raster order of the kept tokens
+            return [self._pruned(feats[b], kept[b], base_grid, T * H * W) for b in range(B)]
+        group = torch.full((B, T * N), -1, dtype=torch.long)
+        for b in range(B):
+            group[b, kept[b]] = torch.arange(int(kept[b].sum()))  # raster order of the kept tokens
         # follow matches to a kept root: chains are at most 2 hops (s+3 -> s+2 -> s), so one pointer
         # jump resolves them; a token of a dropped last frame keeps parent = itself and stays dropped
-        parent = parent[parent]
-        merged = ~kept & kept[parent]
-        group[merged] = group[parent[merged]]
-        return reduction_from_groups(
-            feats.reshape(-1, C),  # merged groups: the general (slower) builder
-            group,
-            torch.ones(T * N),
+        parent = parent.gather(1, parent)
+        merged = ~kept & kept.gather(1, parent)
+        group = torch.where(merged, group.gather(1, parent), group)
+        return reductions_from_groups(
+            feats.reshape(B * T * N, C),  # merged groups: the general (slower) builder
+            group.reshape(-1),
+            torch.ones(B * T * N),
             self.grid,
-            (T, hb, wb),
-            T * H * W,
+            [base_grid] * B,
+            [T * H * W] * B,
         )
 
     def _pruned(self, feats: Tensor, kept: Tensor, base_grid: tuple[int, int, int], n_in: int) -> Reduction:

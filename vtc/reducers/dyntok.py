@@ -17,6 +17,7 @@ from vtc.reducers.base import (
     grid_pos,
     newline_row,
 )
+from vtc.reducers.batch import concat_frames
 from vtc.reducers.registry import register
 
 
@@ -44,11 +45,18 @@ class DynTok:
         check_grid(self.grid)
 
     def __call__(self, x: Tensor, grid: tuple[int, int]) -> Reduction:  # x: [T, H*W, C]
-        T, H, W = check_input(x, grid)
-        feats, (hb, wb) = base_features(x, (H, W), self.grid)  # [T, hb*wb, C] float32
+        return self.batch([x], grid)[0]
+
+    def batch(self, xs: list[Tensor], grid: tuple[int, int], auxs=None) -> list[Reduction]:
+        """The rule is per row, so the rows of all videos (frames concatenated) are decided, grouped and
+        averaged in one pass; video v's block is its groups and markers, then its own newline."""
+        Ts = [check_input(x, grid)[0] for x in xs]
+        H, W = int(grid[0]), int(grid[1])
+        x, offs = concat_frames(xs)
+        feats, (hb, wb) = base_features(x, (H, W), self.grid)  # [sum T, hb*wb, C] float32
         C = feats.shape[-1]
-        rows = feats.reshape(T * hb, wb, C)  # [R, wb, C], R = T*hb rows in output order
-        R = T * hb
+        B, R = len(Ts), feats.shape[0] * hb  # R rows of the whole batch, in output order
+        rows = feats.reshape(R, wb, C)
 
         # s(k-1, k) from dot products and norms, without F.cosine_similarity's two normalised copies of
         # the features (~1.5x faster at 32x729x1152 on CPU); same value up to rounding
@@ -57,44 +65,62 @@ class DynTok:
         sim = dot / (norm[:, :-1] * norm[:, 1:]).clamp_min(1e-8)  # [R, wb-1], s(k-1, k)
         new = torch.ones(R, wb, dtype=torch.bool)  # [R, wb] token opens a group; col 0 always does
         new[:, 1:] = ~(sim > self.threshold)  # strict ">" (paper: "exceeds"); NaN never merges
-        new = new.reshape(-1)  # [R*wb], raster order over the whole video
+        new = new.reshape(-1)  # [R*wb], raster order over the whole batch
         gid = new.long().cumsum(0) - 1  # [R*wb] group of each token; groups are contiguous runs
         G = int(gid[-1]) + 1
         size = torch.bincount(gid, minlength=G)  # [G] members per group
 
         per_row = new.reshape(R, wb).sum(1)  # [R] groups per row
+        rows_v = torch.tensor(Ts) * hb  # [B] rows per video
+        vid_row = torch.repeat_interleave(torch.arange(B), rows_v)  # [R] video of each row
         row_of_group = torch.repeat_interleave(torch.arange(R), per_row)  # [G]
-        n_mark = R if self.marker else 0
-        N = G + n_mark + 1
-        # output order: row 0's groups, marker 0, row 1's groups, marker 1, ..., newline
-        out_group = torch.arange(G) + (row_of_group if self.marker else 0)  # [G] output row of group g
+        # output order per video: row 0's groups, marker 0, row 1's groups, ..., then its newline; so
+        # before group g come the markers of earlier rows and the newlines of earlier videos
+        out_group = torch.arange(G) + (row_of_group if self.marker else 0) + vid_row[row_of_group]
+        groups_v = torch.zeros(B, dtype=torch.long).index_add_(0, vid_row, per_row)  # [B]
+        n_v = groups_v + (rows_v if self.marker else 0) + 1  # [B] LLM tokens per video
+        end_v = n_v.cumsum(0)  # [B] one past each video's newline
+        N = int(end_v[-1])
+        newline = end_v - 1
         sizes = torch.zeros(N, dtype=torch.long)
         sizes[out_group] = size
         kind = torch.zeros(N, dtype=torch.uint8)
-        kind[-1] = KIND_NEWLINE
+        kind[newline] = KIND_NEWLINE
         tokens = torch.zeros(N, C)  # group means: sum the members in place, then divide
         tokens.index_add_(0, out_group[gid], feats.reshape(-1, C))
         tokens[out_group] /= size[:, None]
         pos = torch.empty(N, 3, dtype=torch.int32)
         first = torch.nonzero(new).squeeze(1)  # [G] flat index of each group's first (= smallest) member
         pos[out_group] = grid_pos(first, hb, wb)
+        r = torch.arange(R)
         if self.marker:
-            out_marker = per_row.cumsum(0) + torch.arange(R)  # [R] right after the row's last group
+            out_marker = per_row.cumsum(0) + r + vid_row  # [R] right after the row's last group
             kind[out_marker] = KIND_MARKER
-            r = torch.arange(R)
             pos[out_marker] = torch.stack((r // hb, r % hb, torch.full_like(r, wb - 1)), 1).to(torch.int32)
-        pos[-1] = newline_row((T, hb, wb))[0]
-
         indptr = torch.zeros(N + 1, dtype=torch.long)
         indptr[1:] = sizes.cumsum(0)
-        return Reduction(
-            tokens=tokens,
-            kind=kind,
-            pos=pos,
-            indptr=indptr,
-            src=torch.arange(R * wb),  # groups are contiguous runs in raster order, so src is the identity
-            weight=(1.0 / size.float())[gid],
-            base=self.grid,
-            base_grid=(T, hb, wb),
-            n_input_tokens=T * H * W,
-        )
+        weight = (1.0 / size.float())[gid]
+
+        out = []
+        for v, T in enumerate(Ts):
+            n0, n1 = int(end_v[v] - n_v[v]), int(end_v[v])
+            e0, e1 = int(indptr[n0]), int(indptr[n1])
+            p = pos[n0:n1]
+            if v:  # t counted from the video's own first frame
+                p = p - torch.tensor([offs[v], 0, 0], dtype=torch.int32)
+            p[-1] = newline_row((T, hb, wb))[0]
+            out.append(
+                Reduction(
+                    tokens=tokens[n0:n1],
+                    kind=kind[n0:n1],
+                    pos=p,
+                    indptr=indptr[n0 : n1 + 1] - e0 if v else indptr[n0 : n1 + 1],
+                    # groups are contiguous runs in raster order, so src is the identity
+                    src=torch.arange(e1 - e0),
+                    weight=weight[e0:e1],
+                    base=self.grid,
+                    base_grid=(T, hb, wb),
+                    n_input_tokens=T * H * W,
+                )
+            )
+        return out

@@ -12,8 +12,9 @@ from vtc.reducers.base import (
     base_features,
     check_grid,
     check_input,
-    reduction_from_groups,
+    reductions_from_groups,
 )
+from vtc.reducers.batch import concat_frames
 from vtc.reducers.registry import register
 
 
@@ -46,37 +47,51 @@ class FrameFusion:
             raise ValueError(f"budget must be >= 1 or None, got {self.budget}")
 
     def __call__(self, x: Tensor, grid: tuple[int, int]) -> Reduction:  # x: [T, H*W, C]
-        T, H, W = check_input(x, grid)
-        feats, (hb, wb) = base_features(x, (H, W), self.grid)  # [T, hb*wb, C] float32
-        N, C = hb * wb, feats.shape[-1]
+        return self.batch([x], grid)[0]
 
-        norm = torch.linalg.vector_norm(feats, dim=-1)  # [T, N]
-        dot = torch.linalg.vecdot(feats[:-1], feats[1:])  # [T-1, N]
-        sim = dot / (norm[:-1] * norm[1:]).clamp_min(1e-8)  # [T-1, N], s(t, p) for t >= 1
-        new = torch.ones(T, N, dtype=torch.bool)  # [T, N] token opens a group; frame 0 always does
+    def batch(self, xs: list[Tensor], grid: tuple[int, int], auxs=None) -> list[Reduction]:
+        """Frames of all videos concatenated: one similarity pass over consecutive frames, where each
+        video's first frame opens new groups (so no chain crosses videos), one grouping, one build."""
+        Ts = [check_input(x, grid)[0] for x in xs]
+        H, W = int(grid[0]), int(grid[1])
+        x, offs = concat_frames(xs)
+        feats, (hb, wb) = base_features(x, (H, W), self.grid)  # [sum T, hb*wb, C] float32
+        TT, N, C = feats.shape[0], hb * wb, feats.shape[-1]
+
+        norm = torch.linalg.vector_norm(feats, dim=-1)  # [TT, N]
+        dot = torch.linalg.vecdot(feats[:-1], feats[1:])  # [TT-1, N]
+        sim = dot / (norm[:-1] * norm[1:]).clamp_min(1e-8)  # [TT-1, N], s(t, p) for t >= 1
+        new = torch.ones(TT, N, dtype=torch.bool)  # [TT, N] token opens a group; first frames always do
         new[1:] = ~(sim > self.threshold)  # NaN never merges
+        new[offs] = True  # a video's first frame is never compared with the previous video's last
         # root frame of each token: the last t' <= t that opened a group at p
-        t_idx = torch.arange(T)[:, None].expand(T, N)
-        root_t = torch.where(new, t_idx, 0).cummax(dim=0).values  # [T, N]
-        root = root_t * N + torch.arange(N)  # [T, N] flat index of the group's first member
+        t_idx = torch.arange(TT)[:, None].expand(TT, N)
+        root_t = torch.where(new, t_idx, 0).cummax(dim=0).values  # [TT, N]
+        root = root_t * N + torch.arange(N)  # [TT, N] flat index of the group's first member
         new = new.reshape(-1)
         gid_of_root = new.long().cumsum(0) - 1  # group ids in raster order of the first member
-        group = gid_of_root[root.reshape(-1)]  # [T*N]
-        G = int(new.sum())
+        group = gid_of_root[root.reshape(-1)]  # [TT*N], numbered over the whole batch
 
-        if self.budget is not None and self.budget < G:
-            size = torch.bincount(group, minlength=G)  # [G] members per group
-            # largest first; a stable sort keeps raster order among equal sizes
-            top = torch.argsort(-size, stable=True)[: self.budget]
-            keep = torch.zeros(G, dtype=torch.bool)
-            keep[top] = True
-            renum = torch.where(keep, keep.long().cumsum(0) - 1, -1)  # kept groups stay in raster order
-            group = renum[group]
-        return reduction_from_groups(
+        b0, g0 = 0, 0
+        for T in Ts:  # per video: its own ids (0..G_v-1), and the budget's choice among its groups
+            nb = T * N
+            g = group[b0 : b0 + nb] - g0
+            G = int(new[b0 : b0 + nb].sum())
+            if self.budget is not None and self.budget < G:
+                size = torch.bincount(g, minlength=G)  # [G] members per group
+                # largest first; a stable sort keeps raster order among equal sizes
+                top = torch.argsort(-size, stable=True)[: self.budget]
+                keep = torch.zeros(G, dtype=torch.bool)
+                keep[top] = True
+                renum = torch.where(keep, keep.long().cumsum(0) - 1, -1)  # kept groups stay in raster order
+                g = renum[g]
+            group[b0 : b0 + nb] = g
+            b0, g0 = b0 + nb, g0 + G
+        return reductions_from_groups(
             feats.reshape(-1, C),
             group,
-            torch.ones(T * N),
+            torch.ones(TT * N),
             self.grid,
-            (T, hb, wb),
-            T * H * W,
+            [(T, hb, wb) for T in Ts],
+            [T * H * W for T in Ts],
         )

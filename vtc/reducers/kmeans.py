@@ -226,6 +226,10 @@ class ClusterReducer:
     K: `budget` (fixed-length mode, exactly that many visual tokens) or `k` (fixed) or adaptive by
     `adaptive` in [k_min, k_max]; always clipped to the number of tokens (a tiny grid with N < K tokens
     gives N singleton clusters).
+
+    Not natively batched (`reduce_batch` loops): each video runs its own seeded k-means++ draws and a
+    data-dependent number of Lloyd iterations (and of K in the adaptive sweep), so videos cannot share
+    steps; stacking them would only pad every video to the slowest one's iterations.
     """
 
     k: int | None = None

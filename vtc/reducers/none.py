@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from vtc.reducers.base import KIND_NEWLINE, Reduction, check_input, grid_pos, llava_pool, newline_row
+from vtc.reducers.batch import concat_frames
 from vtc.reducers.registry import register
 
 
@@ -20,21 +21,34 @@ class NoReduction:
     """
 
     def __call__(self, x: Tensor, grid: tuple[int, int]) -> Reduction:  # x: [T, H*W, C]
-        T, H, W = check_input(x, grid)
-        pooled, (hb, wb) = llava_pool(x, (H, W))  # [T, hb*wb, C] float32
-        n = T * hb * wb
-        tokens = torch.cat((pooled.reshape(n, -1), pooled.new_zeros(1, pooled.shape[-1])))
-        kind = torch.zeros(n + 1, dtype=torch.uint8)
-        kind[-1] = KIND_NEWLINE
-        base_grid = (T, hb, wb)
-        return Reduction(
-            tokens=tokens,
-            kind=kind,
-            pos=torch.cat((grid_pos(torch.arange(n), hb, wb), newline_row(base_grid))),
-            indptr=torch.cat((torch.arange(n + 1), torch.tensor([n]))),  # one source per token; newline empty
-            src=torch.arange(n),
-            weight=torch.ones(n),
-            base="pooled",
-            base_grid=base_grid,
-            n_input_tokens=T * H * W,
-        )
+        return self.batch([x], grid)[0]
+
+    def batch(self, xs: list[Tensor], grid: tuple[int, int], auxs=None) -> list[Reduction]:
+        """Pool every frame of the batch in one call (frames concatenated), then split per video."""
+        Ts = [check_input(x, grid)[0] for x in xs]
+        H, W = int(grid[0]), int(grid[1])
+        x, offs = concat_frames(xs)
+        pooled, (hb, wb) = llava_pool(x, (H, W))  # [sum T, hb*wb, C] float32
+        C = pooled.shape[-1]
+        out = []
+        for T, t0 in zip(Ts, offs, strict=True):
+            n = T * hb * wb
+            tokens = torch.cat((pooled[t0 : t0 + T].reshape(n, C), pooled.new_zeros(1, C)))
+            kind = torch.zeros(n + 1, dtype=torch.uint8)
+            kind[-1] = KIND_NEWLINE
+            base_grid = (T, hb, wb)
+            out.append(
+                Reduction(
+                    tokens=tokens,
+                    kind=kind,
+                    pos=torch.cat((grid_pos(torch.arange(n), hb, wb), newline_row(base_grid))),
+                    # one source per token; the newline row is empty
+                    indptr=torch.cat((torch.arange(n + 1), torch.tensor([n]))),
+                    src=torch.arange(n),
+                    weight=torch.ones(n),
+                    base="pooled",
+                    base_grid=base_grid,
+                    n_input_tokens=T * H * W,
+                )
+            )
+        return out

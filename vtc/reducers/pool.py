@@ -18,6 +18,7 @@ from vtc.reducers.base import (
     newline_row,
     plan_pos,
 )
+from vtc.reducers.batch import concat_frames
 from vtc.reducers.registry import register
 
 MODES = ("avg", "bilinear")
@@ -45,32 +46,51 @@ class Pool:
             raise ValueError(f"unknown mode {self.mode!r}; valid: {', '.join(MODES)}")
 
     def __call__(self, x: Tensor, grid: tuple[int, int]) -> Reduction:  # x: [T, H*W, C]
-        T, H, W = check_input(x, grid)
+        return self.batch([x], grid)[0]
+
+    def batch(self, xs: list[Tensor], grid: tuple[int, int], auxs=None) -> list[Reduction]:
+        """Pool every frame of the batch in one call (frames concatenated), then split per video; the
+        plan depends only on T, so it is built once per distinct T."""
+        Ts = [check_input(x, grid)[0] for x in xs]
+        H, W = int(grid[0]), int(grid[1])
         s = self.stride
         ho, wo = math.ceil(H / s), math.ceil(W / s)
-        img = x.float().reshape(T, H, W, -1).permute(0, 3, 1, 2)  # [T, C, H, W]
+        x, offs = concat_frames(xs)
+        img = x.reshape(-1, H, W, x.shape[-1]).permute(0, 3, 1, 2)  # [sum T, C, H, W]
         if self.mode == "bilinear":
-            out = F.interpolate(img, size=(ho, wo), mode="bilinear", align_corners=False)
+            pooled = F.interpolate(img, size=(ho, wo), mode="bilinear", align_corners=False)
         else:
-            out = F.avg_pool2d(img, kernel_size=s, stride=s, ceil_mode=True)
-        n = T * ho * wo
-        tokens = torch.cat((out.permute(0, 2, 3, 1).reshape(n, -1), img.new_zeros(1, img.shape[1])))
-        # the plan is built independently of `tokens` (weights from the closed form, not from the op),
+            pooled = F.avg_pool2d(img, kernel_size=s, stride=s, ceil_mode=True)
+        pooled = pooled.permute(0, 2, 3, 1)  # [sum T, ho, wo, C]
+        C = img.shape[1]
+        # the plan is built independently of the tokens (weights from the closed form, not from the op),
         # so the contract test that applies it to x checks one against the other
         m = interp_matrix((H, W), (ho, wo), self.mode, stride=s)  # [ho*wo, H*W]
-        indptr, src, weight = frame_plan(m, T)
-        kind = torch.zeros(n + 1, dtype=torch.uint8)
-        kind[-1] = KIND_NEWLINE
-        pos = plan_pos(indptr, src, weight, (T, H, W))
-        pos[-1] = newline_row((T, H, W))[0]
-        return Reduction(
-            tokens=tokens,
-            kind=kind,
-            pos=pos,
-            indptr=indptr,
-            src=src,
-            weight=weight,
-            base="native",
-            base_grid=(T, H, W),
-            n_input_tokens=T * H * W,
-        )
+        plans: dict[int, tuple] = {}
+        out = []
+        for T, t0 in zip(Ts, offs, strict=True):
+            n = T * ho * wo
+            if T not in plans:
+                indptr, src, weight = frame_plan(m, T)
+                pos = plan_pos(indptr, src, weight, (T, H, W))
+                pos[-1] = newline_row((T, H, W))[0]
+                plans[T] = indptr, src, weight, pos
+            else:  # another video of the same T: its own copy of the plan
+                indptr, src, weight, pos = (p.clone() for p in plans[T])
+            tokens = torch.cat((pooled[t0 : t0 + T].reshape(n, C), img.new_zeros(1, C)))
+            kind = torch.zeros(n + 1, dtype=torch.uint8)
+            kind[-1] = KIND_NEWLINE
+            out.append(
+                Reduction(
+                    tokens=tokens,
+                    kind=kind,
+                    pos=pos,
+                    indptr=indptr,
+                    src=src,
+                    weight=weight,
+                    base="native",
+                    base_grid=(T, H, W),
+                    n_input_tokens=T * H * W,
+                )
+            )
+        return out

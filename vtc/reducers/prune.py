@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from vtc.reducers.base import Reduction, base_features, check_input, reduction_from_groups
+from vtc.reducers.base import Reduction, base_features, check_input, reductions_from_groups
+from vtc.reducers.batch import concat_frames
 from vtc.reducers.registry import register
 from vtc.reducers.tome import check_params
 
@@ -33,12 +34,28 @@ def lattice(total: int, m: int) -> Tensor:
     return (2 * i * (total - 1) + (m - 1)) // (2 * (m - 1))
 
 
-def pruned(feats: Tensor, keep: Tensor, base: str, base_grid, n_input: int) -> Reduction:
-    """Keep the base tokens `keep` (int64 [M], ascending) as singletons with weight 1."""
-    nb = feats.shape[0]
-    group = torch.full((nb,), -1, dtype=torch.long)
-    group[keep] = torch.arange(keep.numel())
-    return reduction_from_groups(feats, group, torch.ones(nb), base, base_grid, n_input)
+def pruned_batch(xs: list[Tensor], grid: tuple[int, int], base: str, keep_fn) -> list[Reduction]:
+    """Keep, in each video, the base tokens keep_fn(T*Hb*Wb, T) (int64 [M], ascending) as singletons of
+    weight 1. The frames of all videos are pooled in one call (concatenated; pooling is per frame)."""
+    Ts = [check_input(x, grid)[0] for x in xs]
+    H, W = int(grid[0]), int(grid[1])
+    x, _ = concat_frames(xs)
+    feats, (hb, wb) = base_features(x, (H, W), base)  # [sum T, N, C] float32
+    group = torch.full((feats.shape[0] * hb * wb,), -1, dtype=torch.long)
+    b0 = 0
+    for T in Ts:
+        total = T * hb * wb
+        keep = keep_fn(total, T).to(group.device)
+        group[b0 + keep] = torch.arange(keep.numel())
+        b0 += total
+    return reductions_from_groups(
+        feats.reshape(-1, feats.shape[-1]),
+        group,
+        torch.ones(group.shape[0]),
+        base,
+        [(T, hb, wb) for T in Ts],
+        [T * H * W for T in Ts],
+    )
 
 
 @register("uniform", paper="baseline: uniform pruning", budget=True)
@@ -57,11 +74,16 @@ class Uniform:
         check_params(self.budget, self.ratio, self.grid)
 
     def __call__(self, x: Tensor, grid: tuple[int, int]) -> Reduction:  # x: [T, H*W, C]
-        T, H, W = check_input(x, grid)
-        feats, (hb, wb) = base_features(x, (H, W), self.grid)  # [T, N, C] float32
-        total = T * hb * wb
-        keep = lattice(total, kept_count(total, T, self.budget, self.ratio))
-        return pruned(feats.reshape(total, -1), keep, self.grid, (T, hb, wb), T * H * W)
+        return self.batch([x], grid)[0]
+
+    def batch(self, xs: list[Tensor], grid: tuple[int, int], auxs=None) -> list[Reduction]:
+        """All videos' frames pooled in one call, kept tokens gathered in one `reductions_from_groups`."""
+        return pruned_batch(
+            xs,
+            grid,
+            self.grid,
+            lambda total, T: lattice(total, kept_count(total, T, self.budget, self.ratio)),
+        )
 
 
 @register("random", paper="baseline: random pruning", budget=True)
@@ -79,11 +101,15 @@ class RandomPrune:
         check_params(self.budget, self.ratio, self.grid)
 
     def __call__(self, x: Tensor, grid: tuple[int, int]) -> Reduction:  # x: [T, H*W, C]
-        T, H, W = check_input(x, grid)
-        feats, (hb, wb) = base_features(x, (H, W), self.grid)  # [T, N, C] float32
-        total = T * hb * wb
-        m = kept_count(total, T, self.budget, self.ratio)
-        g = torch.Generator().manual_seed(self.seed)
-        # drawn on the CPU (where the seeded generator lives) so every device keeps the same tokens
-        keep = torch.randperm(total, generator=g, device="cpu")[:m].sort().values.to(feats.device)
-        return pruned(feats.reshape(total, -1), keep, self.grid, (T, hb, wb), T * H * W)
+        return self.batch([x], grid)[0]
+
+    def batch(self, xs: list[Tensor], grid: tuple[int, int], auxs=None) -> list[Reduction]:
+        """As `uniform`; every video draws from its own generator seeded with `seed`, as alone."""
+
+        def keep(total: int, T: int) -> Tensor:
+            m = kept_count(total, T, self.budget, self.ratio)
+            g = torch.Generator().manual_seed(self.seed)
+            # drawn on the CPU (where the seeded generator lives) so every device keeps the same tokens
+            return torch.randperm(total, generator=g, device="cpu")[:m].sort().values
+
+        return pruned_batch(xs, grid, self.grid, keep)

@@ -56,7 +56,7 @@ def list_reducers() -> dict[str, type]:
     return dict(sorted(_REGISTRY.items()))
 
 
-def _convert(method: str, key: str, value, typ: type):
+def convert_param(method: str, key: str, value, typ: type):
     """Coerce a CLI string (or a compatible Python value) to the field's declared type.
 
     Optional fields (``int | None``) accept None or the strings none/null as None.
@@ -106,7 +106,7 @@ def get_reducer(name: str, **params) -> Reducer:
     for key, value in params.items():
         if key not in fields:
             raise ReducerError(f"unknown parameter {key!r} for {name}; valid: {', '.join(sorted(fields))}")
-        kwargs[key] = _convert(name, key, value, hints[key])
+        kwargs[key] = convert_param(name, key, value, hints[key])
     try:
         return cls(**kwargs)
     except ReducerError:

@@ -24,8 +24,9 @@ from vtc.reducers.base import (
     base_features,
     check_grid,
     check_input,
-    reduction_from_groups,
+    reductions_from_groups,
 )
+from vtc.reducers.batch import concat_frames, groups_by
 from vtc.reducers.registry import register
 
 
@@ -45,19 +46,20 @@ def edge_rank(node_max: Tensor) -> Tensor:
     return torch.empty_like(order).scatter_(1, order, ar)
 
 
-def bipartite_targets(x: Tensor, n: Tensor, r: Tensor) -> Tensor:
+def bipartite_targets(x: Tensor, n: Tensor, r: Tensor, chunks: list[int] | None = None) -> Tensor:
     """One round of bipartite soft matching (ToMe §3.1, "Bipartite Soft Matching") on a padded batch.
 
     x: [B, L, C] current tokens; n: int64 [B] valid tokens; r: int64 [B] merges, r <= ceil(n/2).
     Slots alternate into A (even) and B (odd); each A token's edge goes to its most similar B token
     (cosine, ties -> lowest B); the r most similar edges are kept and their A tokens merge into B.
     Returns target: int64 [B, L], the slot each token goes to (itself unless merged).
+    chunks: set counts (summing to B) of the videos of a batch: the product is taken per video, because
+    a batched matrix product's bits for one matrix depend on how many it is given (see reducers/batch).
     """
     B, L, _ = x.shape
-    xn = unit(x)
-    a, b = xn[:, ::2], xn[:, 1::2]  # [B, La, C], [B, Lb, C]
-    La, Lb = a.shape[1], b.shape[1]
-    scores = a @ b.transpose(1, 2)  # [B, La, Lb] cosine similarities
+    La, Lb = (L + 1) // 2, L // 2
+    parts = [xn[:, ::2] @ xn[:, 1::2].transpose(1, 2) for xn in map(unit, x.split(chunks or [B]))]
+    scores = parts[0] if len(parts) == 1 else torch.cat(parts)  # [B, La, Lb] cosine similarities
     b_valid = (2 * torch.arange(Lb) + 1)[None] < n[:, None]  # [B, Lb]
     scores = scores.masked_fill(~b_valid[:, None, :], -math.inf)
     node_max, node_idx = scores.max(dim=-1)  # [B, La] best B for each A token
@@ -96,16 +98,19 @@ def merge_into(x: Tensor, size: Tensor, target: Tensor, n: Tensor) -> tuple[Tens
     return xs / sz.clamp_min(1e-12)[..., None], sz, slot, n_new
 
 
-def tome_rounds(x: Tensor, size: Tensor, n: Tensor, k: Tensor, gid: Tensor) -> tuple[Tensor, Tensor]:
+def tome_rounds(
+    x: Tensor, size: Tensor, n: Tensor, k: Tensor, gid: Tensor, chunks: list[int] | None = None
+) -> tuple[Tensor, Tensor]:
     """Bipartite soft matching rounds until each set b holds k[b] tokens; returns (gid, n).
 
     Per round r = min(n - k, ceil(n/2)) merges (ceil(n/2) = |A|: all of A at most). k >= 1.
+    chunks: see `bipartite_targets`.
     """
     while True:
         r = torch.minimum(n - k, (n + 1) // 2).clamp_min(0)  # [B]
         if not bool((r > 0).any()):
             return gid, n
-        target = bipartite_targets(x, n, r)
+        target = bipartite_targets(x, n, r, chunks)
         x, size, slot, n = merge_into(x, size, target, n)
         gid = slot.gather(1, gid)
 
@@ -180,14 +185,45 @@ class ToMe:
         check_params(self.budget, self.ratio, self.grid)
 
     def __call__(self, x: Tensor, grid: tuple[int, int]) -> Reduction:  # x: [T, H*W, C]
-        T, H, W = check_input(x, grid)
-        feats, (hb, wb) = base_features(x, (H, W), self.grid)  # [T, N, C] float32
-        N = hb * wb
-        k = frame_budgets(T, N, self.budget, self.ratio, "tome")  # [T]
-        gid = torch.arange(N).repeat(T, 1)  # [T, N] slot of each original token
-        gid, n = tome_rounds(feats, torch.ones(T, N), torch.full((T,), N), k, gid)
-        group = groups_from_slots(gid, torch.arange(T * N).reshape(T, N), n, T * N)
+        return self.batch([x], grid)[0]
+
+    def batch(self, xs: list[Tensor], grid: tuple[int, int], auxs=None) -> list[Reduction]:
+        """Frames of all videos concatenated: one merge pass per round for the whole batch (the cosine
+        product is taken per video, see `bipartite_targets`). Videos are batched together when their
+        frames' budgets take the same values (always with ratio=; with budget=, the same T): then every
+        round runs with the same padding and the same number of rounds as for each video alone, so
+        even the intermediate size-weighted means are the same bits."""
+        Ts = [check_input(x, grid)[0] for x in xs]
+        H, W = int(grid[0]), int(grid[1])
+        N = math.ceil(H / 2) * math.ceil(W / 2) if self.grid == "pooled" else H * W
+        ks = [frame_budgets(T, N, self.budget, self.ratio, "tome") for T in Ts]  # [T_v] each
+        out: list[Reduction | None] = [None] * len(xs)
+        for members in groups_by([frozenset(k.tolist()) for k in ks]).values():
+            reds = self._same_budgets([xs[v] for v in members], [ks[v] for v in members], grid)
+            for v, red in zip(members, reds, strict=True):
+                out[v] = red
+        return out
+
+    def _same_budgets(self, xs: list[Tensor], ks: list[Tensor], grid: tuple[int, int]) -> list[Reduction]:
+        H, W = int(grid[0]), int(grid[1])
+        Ts = [int(x.shape[0]) for x in xs]
+        x, _ = concat_frames(xs)
+        feats, (hb, wb) = base_features(x, (H, W), self.grid)  # [sum T, N, C] float32
+        TT, N = feats.shape[0], hb * wb
+        k = torch.cat(ks)  # [sum T]
+        gid = torch.arange(N).repeat(TT, 1)  # [TT, N] slot of each original token
+        gid, n = tome_rounds(feats, torch.ones(TT, N), torch.full((TT,), N), k, gid, Ts)
+        group = groups_from_slots(gid, torch.arange(TT * N).reshape(TT, N), n, TT * N)
+        # ids per video: subtract the groups of the earlier videos' frames
+        first = torch.tensor([0, *Ts[:-1]]).cumsum(0)  # [B] first frame of each video
+        done = torch.cat((torch.zeros(1, dtype=torch.long), n.cumsum(0)))[first]  # [B] groups before
+        group = group - torch.repeat_interleave(done, torch.tensor(Ts) * N)
         # equal weights: every original token counts once (the merged token is its group's mean)
-        return reduction_from_groups(
-            feats.reshape(T * N, -1), group, torch.ones(T * N), self.grid, (T, hb, wb), T * H * W
+        return reductions_from_groups(
+            feats.reshape(TT * N, -1),
+            group,
+            torch.ones(TT * N),
+            self.grid,
+            [(T, hb, wb) for T in Ts],
+            [T * H * W for T in Ts],
         )

@@ -38,6 +38,8 @@ class VidToMe:
     step and unmerges them afterwards: here it runs once on the encoder's features with no unmerging;
     the destination is the window's first frame (VidToMe draws it at random within each chunk); and
     VidToMe's global merging across chunks is left out (windows never merge with each other).
+    Not natively batched (`reduce_batch` loops): its cost is the per-window cross-frame product, which
+    must be taken per video anyway to stay bit-identical (see reducers/batch).
     """
 
     budget: int | None = None

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vtc.reducers.base import Reduction, check_input, reduction_from_groups, relabel_by_first
+from vtc.reducers.base import Reduction, check_input, reductions_from_groups, relabel_by_first
+from vtc.reducers.batch import concat_frames
 from vtc.reducers.registry import ReducerError, register
 
 
@@ -43,41 +44,68 @@ class VisionZip:
     budget: int | None = None
 
     def __call__(self, x: Tensor, grid: tuple[int, int], attention: Tensor | None = None) -> Reduction:
-        T, H, W = check_input(x, grid)
+        return self.batch([x], grid, [{"attention": attention}])[0]
+
+    def batch(
+        self, xs: list[Tensor], grid: tuple[int, int], auxs: list[dict] | None = None
+    ) -> list[Reduction]:
+        """Frames of all videos concatenated; the frames keeping the same number of tokens are ranked,
+        split and assigned together (the cosine product is taken per video: a batched matrix
+        product's bits depend on the batch, see reducers/batch); one gather builds every video."""
+        auxs = auxs or [{} for _ in xs]
+        Ts = [check_input(x, grid)[0] for x in xs]
+        H, W = int(grid[0]), int(grid[1])
         N = H * W
-        if attention is None:
-            raise ReducerError(
-                "visionzip needs attention scores: extract with `vtc extract --save-attention`"
-            )
-        if attention.shape != (T, N):
-            raise ReducerError(f"visionzip: attention must be [{T}, {N}], got {list(attention.shape)}")
+        for T, aux in zip(Ts, auxs, strict=True):
+            attention = aux.get("attention")
+            if attention is None:
+                raise ReducerError(
+                    "visionzip needs attention scores: extract with `vtc extract --save-attention`"
+                )
+            if attention.shape != (T, N):
+                raise ReducerError(f"visionzip: attention must be [{T}, {N}], got {list(attention.shape)}")
         if self.dominant < 0 or self.contextual < 0 or (self.budget is not None and self.budget < 0):
             raise ReducerError("visionzip: dominant, contextual and budget must be >= 0")
         if self.budget is None:
-            per_frame = torch.full((T,), min(self.dominant + self.contextual, N))
+            per_frame = torch.full((sum(Ts),), min(self.dominant + self.contextual, N))
             ratio = self.dominant / max(self.dominant + self.contextual, 1)
         else:
-            per_frame = split_budget(min(self.budget, T * N), T).clamp(max=N)
+            per_frame = torch.cat([split_budget(min(self.budget, T * N), T).clamp(max=N) for T in Ts])
             ratio = 54 / 64
-        feats = x.float()
-        group = torch.full((T, N), -1, dtype=torch.long)
-        # Frames may differ in their counts only when a budget does not divide evenly: at most two sizes.
+        feats, _ = concat_frames(xs)  # [TT, N, C] float32
+        attn = torch.cat([aux["attention"] for aux in auxs]).float()  # [TT, N]
+        vid = torch.repeat_interleave(torch.arange(len(Ts)), torch.tensor(Ts))  # [TT] video of each frame
+        group = torch.full((feats.shape[0], N), -1, dtype=torch.long)
+        # Frames may differ in their counts only when a budget does not divide evenly: at most two sizes
+        # per video.
         for size in per_frame.unique().tolist():
             frames = (per_frame == size).nonzero().squeeze(1)
             d = min(N, round(size * ratio)) if size < N else N
             c = min(size - d, N - d)
-            group[frames] = _frame_groups(feats[frames], attention[frames].float(), d, c)
-        # global ids: frame by frame, within a frame in raster order of each group's first member
-        offsets = torch.arange(T)[:, None] * N
-        flat = torch.where(group >= 0, group + offsets, -1).reshape(-1)
-        final, _ = relabel_by_first(flat)
-        return reduction_from_groups(
-            feats.reshape(T * N, -1), final, torch.ones(T * N), "native", (T, H, W), T * N
+            chunks = torch.bincount(vid[frames], minlength=len(Ts))
+            group[frames] = _frame_groups(feats[frames], attn[frames], d, c, chunks[chunks > 0].tolist())
+        # global ids: frame by frame, within a frame in raster order of each group's first member; then
+        # each video's own ids from 0
+        out, t0 = [], 0
+        for T in Ts:
+            g = group[t0 : t0 + T]
+            flat = torch.where(g >= 0, g + torch.arange(T)[:, None] * N, -1).reshape(-1)
+            group[t0 : t0 + T] = relabel_by_first(flat)[0].reshape(T, N)
+            t0 += T
+        out = reductions_from_groups(
+            feats.reshape(-1, feats.shape[-1]),
+            group.reshape(-1),
+            torch.ones(group.numel()),
+            "native",
+            [(T, H, W) for T in Ts],
+            [T * N for T in Ts],
         )
+        return out
 
 
-def _frame_groups(x: Tensor, attn: Tensor, d: int, c: int) -> Tensor:
-    """Per-frame group ids [F, N] (-1 dropped) for F frames of N tokens: d dominant singletons, c context groups."""
+def _frame_groups(x: Tensor, attn: Tensor, d: int, c: int, chunks: list[int] | None = None) -> Tensor:
+    """Per-frame group ids [F, N] (-1 dropped) for F frames of N tokens: d dominant singletons, c context
+    groups. chunks: frames per video (summing to F); the cosine product is taken per video."""
     F_, N, _ = x.shape
     group = torch.full((F_, N), -1, dtype=torch.long)
     # stable descending order so ties go to the lower index
@@ -91,12 +119,22 @@ def _frame_groups(x: Tensor, attn: Tensor, d: int, c: int) -> Tensor:
     step = max(R // c, 1)
     centres = rest[:, ::step][:, :c]  # [F, c] evenly spaced
     xn = F.normalize(x, dim=-1)
-    sim = torch.einsum(
-        "frc,fkc->frk",
-        xn.gather(1, rest[..., None].expand(-1, -1, x.shape[2])),
-        xn.gather(1, centres[..., None].expand(-1, -1, x.shape[2])),
-    )
-    assign = sim.argmax(dim=2)  # [F, R] nearest centre (first on ties)
+    C = x.shape[2]
+    assign = torch.cat(
+        [
+            torch.einsum(
+                "frc,fkc->frk",
+                xc.gather(1, rc[..., None].expand(-1, -1, C)),
+                xc.gather(1, cc[..., None].expand(-1, -1, C)),
+            ).argmax(dim=2)  # [f, R] nearest centre (first on ties)
+            for xc, rc, cc in zip(
+                xn.split(chunks or [F_]),
+                rest.split(chunks or [F_]),
+                centres.split(chunks or [F_]),
+                strict=True,
+            )
+        ]
+    )  # [F, R]
     own = torch.arange(c).expand(F_, c)
     group.scatter_(1, rest, d + assign)
     group.scatter_(1, centres, d + own)  # a centre always belongs to its own group

@@ -9,6 +9,7 @@ full method config, so evaluation can re-apply the plan to projected features ex
 from __future__ import annotations
 
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -57,22 +58,41 @@ def run_reducer(reducer, x, grid, aux: dict, device: str = "cpu"):
     device context), so reducers need no device plumbing; the Reduction comes back on the CPU. Seeded
     draws stay on the CPU generator, so kept tokens do not depend on the device. On CUDA, float sums
     (index_add_) may differ in the last bits from the CPU."""
+    return run_reducer_batch(reducer, [x], grid, [aux], device)[0]
+
+
+def run_reducer_batch(reducer, xs: list, grid, auxs: list[dict], device: str = "cpu", seeds=None) -> list:
+    """`reduce_batch` on ``device``: each video moved there (the batch is stacked there by the reducer),
+    every Reduction brought back to the CPU. ``seeds[v]`` seeds torch's global RNG before video v where
+    the reducer runs per video (`reduce_batch`'s loop fallback)."""
+    import dataclasses
+
     import torch
 
+    from vtc.reducers.batch import reduce_batch
+
     if device == "cpu":
-        return reducer(x, grid, **aux)
+        return reduce_batch(reducer, xs, grid, auxs, seeds)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise VtcError(f"--device {device}: CUDA is not available here")
     with torch.device(device):
-        red = reducer(x.to(device), grid, **{k: v.to(device) for k, v in aux.items()})
-    import dataclasses
+        reds = reduce_batch(
+            reducer,
+            [x.to(device) for x in xs],
+            grid,
+            [{k: v.to(device) for k, v in aux.items()} for aux in auxs],
+            seeds,
+        )
 
-    moved = {
-        f.name: getattr(red, f.name).cpu()
-        for f in dataclasses.fields(red)
-        if isinstance(getattr(red, f.name), torch.Tensor)
-    }
-    return dataclasses.replace(red, **moved, extras={k: v.cpu() for k, v in red.extras.items()})
+    def to_cpu(red):
+        moved = {
+            f.name: getattr(red, f.name).cpu()
+            for f in dataclasses.fields(red)
+            if isinstance(getattr(red, f.name), torch.Tensor)
+        }
+        return dataclasses.replace(red, **moved, extras={k: v.cpu() for k, v in red.extras.items()})
+
+    return [to_cpu(r) for r in reds]
 
 
 def make_reducer(method: str, params: dict[str, str]):
@@ -100,8 +120,20 @@ def compress(
     device: str = "cpu",
     quiet: bool = False,
     console=None,
+    batch_size: int | None = None,
 ) -> CompressSummary:
-    """Reduce every done video of feature store ``store`` with ``method`` into token store ``out``."""
+    """Reduce every done video of feature store ``store`` with ``method`` into token store ``out``.
+
+    ``batch_size`` consecutive videos are reduced in one `reduce_batch` call (1 = one at a time; None =
+    8 on an accelerator, 1 on the CPU, where benchmarks/reducers.py measured batching at 0.5-0.9x the
+    one-at-a-time speed on 2 cores: the stacked float32 batch no longer fits in cache); the
+    store is the same bit for bit whatever the batch size (each Reduction equals the one-video call,
+    and batch_size is not part of the store's identity). Each video is still written and marked done
+    on its own, so a run killed mid-batch resumes from the first video not written. A batch takes
+    consecutive videos whatever their frame counts (a store's videos share grid and channels); reducers
+    that stack videos as [B, T, N, C] group equal T themselves. Index field
+    ``reduce_s`` is the batch's reduce time divided equally among its ``reduce_batch`` videos.
+    """
     import dataclasses
 
     import torch
@@ -109,6 +141,10 @@ def compress(
     from vtc.reducers import list_reducers, reducer_config
     from vtc.reducers.flops import module_flops
 
+    if batch_size is None:
+        batch_size = 1 if device == "cpu" else 8
+    if batch_size < 1:
+        raise VtcError(f"--batch-size must be >= 1, got {batch_size}")
     feats = Store.open(store, kind="features")
     params = dict(params or {})
     cls = list_reducers().get(method)
@@ -152,45 +188,58 @@ def compress(
             x = torch.from_numpy(arrays["features"][...])
             return x, {n: torch.from_numpy(np.asarray(arrays[n][...])) for n in needs}
 
-        # Reading a video from zarr costs about as much as reducing it: read the next one in a thread
-        # (zarr and torch release the GIL) while this one is reduced and written.
+        def write(vid, x, red, t_red, n_batch):
+            flops = module_flops(config["method"], reducer, red, int(x.shape[-1]))
+            data = red.to_arrays()
+            data["tokens"] = data["tokens"].astype(x.numpy().dtype)
+            n_in = int(x.shape[0] * x.shape[1])
+            tok.write(
+                vid,
+                data,
+                attrs={
+                    "base": red.base,
+                    "base_grid": list(red.base_grid),
+                    "n_input_tokens": n_in,
+                    "n_llm_tokens": int(red.n_llm_tokens),
+                    "n_visual": int(red.n_visual()),
+                    "n_frames": int(x.shape[0]),
+                },
+                summary={
+                    "reduce_s": round(t_red, 6),  # this video's share of its batch's reduce time
+                    "reduce_batch": n_batch,  # videos reduced in the same call
+                    "module_flops": flops["total"],
+                    "n_input_tokens": n_in,
+                    "n_llm_tokens": int(red.n_llm_tokens),
+                    "n_visual": int(red.n_visual()),
+                    "n_frames": int(x.shape[0]),
+                },
+            )
+
+        # Reading a video from zarr costs about as much as reducing it: the thread reads up to one
+        # batch ahead (zarr and torch release the GIL) while the current batch is reduced and written.
         with ThreadPoolExecutor(max_workers=1) as reader:
-            pending = reader.submit(load, todo[0]) if todo else None
-            for i, vid in enumerate(todo):
-                x, aux = pending.result()
-                if i + 1 < len(todo):
-                    pending = reader.submit(load, todo[i + 1])
-                # Seeded per video from (seed, id) so the result does not depend on processing order.
-                torch.manual_seed(int(stable_hash([seed, vid], 15), 16))
+            pending = deque(reader.submit(load, vid) for vid in todo[:batch_size])
+            queued = len(pending)
+            for b0 in range(0, len(todo), batch_size):
+                vids = todo[b0 : b0 + batch_size]
+                loaded = []
+                for _ in vids:
+                    loaded.append(pending.popleft().result())
+                    if queued < len(todo):
+                        pending.append(reader.submit(load, todo[queued]))
+                        queued += 1
+                xs, auxs = [x for x, _ in loaded], [a for _, a in loaded]
+                # Seeded per video from (seed, id) so the result does not depend on processing order
+                # (reducers that run per video get it right before their video).
+                seeds = [int(stable_hash([seed, vid], 15), 16) for vid in vids]
+                torch.manual_seed(seeds[0])
                 t_red = time.perf_counter()
-                red = run_reducer(reducer, x, grid, aux, device)
-                t_red = time.perf_counter() - t_red
-                flops = module_flops(config["method"], reducer, red, int(x.shape[-1]))
-                data = red.to_arrays()
-                data["tokens"] = data["tokens"].astype(x.numpy().dtype)
-                n_in = int(x.shape[0] * x.shape[1])
-                tok.write(
-                    vid,
-                    data,
-                    attrs={
-                        "base": red.base,
-                        "base_grid": list(red.base_grid),
-                        "n_input_tokens": n_in,
-                        "n_llm_tokens": int(red.n_llm_tokens),
-                        "n_visual": int(red.n_visual()),
-                        "n_frames": int(x.shape[0]),
-                    },
-                    summary={
-                        "reduce_s": round(t_red, 6),
-                        "module_flops": flops["total"],
-                        "n_input_tokens": n_in,
-                        "n_llm_tokens": int(red.n_llm_tokens),
-                        "n_visual": int(red.n_visual()),
-                        "n_frames": int(x.shape[0]),
-                    },
-                )
-                summary.done += 1
-                bar.advance(1, 1)
+                reds = run_reducer_batch(reducer, xs, grid, auxs, device, seeds)
+                t_red = (time.perf_counter() - t_red) / len(vids)
+                for vid, x, red in zip(vids, xs, reds, strict=True):
+                    write(vid, x, red, t_red, len(vids))
+                    summary.done += 1
+                    bar.advance(1, 1)
     summary.seconds = time.perf_counter() - t0
     for e in tok.done().values():
         summary.tokens_in += e["n_input_tokens"]
