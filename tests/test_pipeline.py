@@ -69,6 +69,8 @@ def test_pipeline_artifacts(tiny_ckpt, tmp_path):
     r = evaluate("videomme", tok.out, str(tiny_ckpt["llava_ov"]), data=data.parent, out=tmp_path / "eval")
     assert _files(tmp_path / "eval") == {
         "results.json",
+        "run.json",  # what the answers in the journal were produced with
+        "answers.jsonl",  # one line per answered question: resume point
         "task/vtc_videomme_local.yaml",
         "task/vtc_task_utils.py",
     }

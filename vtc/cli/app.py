@@ -24,7 +24,7 @@ app = typer.Typer(
 
 def _register() -> None:
     # Imported here so each module stays a plain list of commands; none imports torch at import time.
-    from vtc.cli import compress, demo, evaluate, extract, info  # noqa: F401
+    from vtc.cli import compress, demo, evaluate, extract, flops, info, prepare  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -47,11 +47,29 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except Exception as e:  # click usage errors and anything unexpected
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
+        usage, abort, no_args = _click_exceptions()
+        if isinstance(e, no_args):  # `vtc VERB` with no arguments: that verb's help
+            typer.echo(e.ctx.get_help())
+            sys.exit(0)
+        if isinstance(e, usage):
             e.show()
             sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
+        if isinstance(e, abort):
             sys.exit(1)
         raise
+
+
+def _click_exceptions() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
+    """(usage error, abort, no-args-is-help) classes of click and of the click copy typer >= 0.22 vendors."""
+    import importlib
+
+    found: dict[str, list[type]] = {"ClickException": [], "Abort": [], "NoArgsIsHelpError": []}
+    for name in ("click.exceptions", "typer._click.exceptions"):
+        try:
+            mod = importlib.import_module(name)
+        except ImportError:
+            continue
+        for cls in found:
+            if isinstance(getattr(mod, cls, None), type):
+                found[cls].append(getattr(mod, cls))
+    return tuple(found["ClickException"]), tuple(found["Abort"]), tuple(found["NoArgsIsHelpError"])

@@ -7,20 +7,46 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperGroup
 
 from vtc.cli.app import app
 from vtc.cli.options import Device, Dtype, Json, Quiet, Seed, console
 
 
-@app.command(
-    name="eval",
+class TaskOrCommand(TyperGroup):
+    """`vtc eval TASK ...` runs TASK; `vtc eval prepare ...` (a subcommand name) runs that subcommand."""
+
+    default = "run"
+
+    def resolve_command(self, ctx, args):
+        if args and not args[0].startswith("-") and args[0] not in self.commands:
+            args = [self.default, *args]
+        return super().resolve_command(ctx, args)
+
+
+eval_app = typer.Typer(
+    cls=TaskOrCommand,
+    no_args_is_help=True,
+    help=(
+        "Evaluate LLaVA-OneVision on stored tokens through lmms-eval: `vtc eval TASK --tokens STORE` "
+        "(short for `vtc eval run TASK ...`), or stage a benchmark with `vtc eval prepare TASK --from DIR`."
+    ),
+)
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.command(
+    name="run",
     epilog=(
         "Examples:\n\n"
         "  vtc eval videomme --tokens feats.dyntok-1a2b.zarr --device cuda --dtype bf16\n\n"
         "  vtc eval videomme --tokens t.zarr --data ~/data/videomme-local --limit 50   # local copy\n\n"
+        "  vtc eval videomme --tokens dycoke.zarr --online dycoke-kv --set p=0.7      # + KV pruning\n\n"
+        "  vtc eval mvbench --tokens t.zarr --data mvbench-local --online fastv --set k=2 --set ratio=0.5\n\n"
         "  vtc eval my_task --tokens t.zarr --include my_tasks/                        # your lmms-eval YAML\n\n"
         "A local copy is a directory with one *.jsonl/*.parquet of questions in the benchmark's row format "
-        "(see README). Writes OUT/results.json."
+        "(see README; `vtc eval prepare` makes one). Writes OUT/results.json; answers are journalled in "
+        "OUT/answers.jsonl, so re-running an interrupted command resumes it."
     ),
 )
 def evaluate(
@@ -51,13 +77,38 @@ def evaluate(
     device: Device = "cpu",
     dtype: Dtype = "fp32",
     seed: Seed = 0,
+    online: Annotated[
+        str | None,
+        typer.Option(
+            help="In-LLM pruning on top of the stored tokens: dycoke-kv or fastv (see `vtc eval list-online`)."
+        ),
+    ] = None,
+    settings: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Online method parameter KEY=VALUE (repeatable), e.g. --set p=0.7."),
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option(help="Questions per forward pass (left-padded); online methods need 1.")
+    ] = 1,
+    max_new_tokens: Annotated[
+        int, typer.Option(help="Cap on generated tokens when the task sets none.")
+    ] = 16,
+    log_samples: Annotated[
+        bool, typer.Option(help="Also write OUT/samples.jsonl: every prompt, response and score.")
+    ] = False,
+    fresh: Annotated[
+        bool, typer.Option(help="Discard answers journalled in OUT by an earlier run instead of resuming.")
+    ] = False,
     quiet: Quiet = False,
     json_out: Json = False,
 ) -> None:
-    """Answer TASK's questions from stored tokens; report accuracy, visual tokens and TokDense."""
+    """Answer TASK's questions from stored tokens; report accuracy, visual tokens, TokDense, FLOPs, latency."""
+    from vtc.cli.compress import parse_sets
     from vtc.stages.evaluate import evaluate as run
 
     con = console(quiet, json_out)
+    if batch_size < 1:
+        raise typer.BadParameter("--batch-size must be >= 1")
     r = run(
         task,
         tokens,
@@ -70,6 +121,12 @@ def evaluate(
         dtype=dtype,
         seed=seed,
         quiet=quiet,
+        online=online,
+        online_params=parse_sets(settings or []),
+        batch_size=batch_size,
+        log_samples=log_samples,
+        fresh=fresh,
+        max_new_tokens=max_new_tokens,
     )
     if json_out:
         print(json.dumps({k: v for k, v in r.items() if k != "samples"}, indent=2, default=str))
@@ -79,27 +136,63 @@ def evaluate(
 
 
 def results_table(results: list[dict], title: str = "vtc eval"):
-    """One row per run; fits 80 columns (method params abbreviated, durations as S/M/L)."""
+    """One row per run, within 80 columns: accuracy (Video-MME: short/medium/long below it), visual
+    tokens at prefill (→ at decode when online pruning changed them), TokDense, LLM GFLOPs per sample
+    (analytic), median time to first token and decode ms/token."""
+    from rich import box
     from rich.table import Table
 
-    t = Table(title=title)
-    t.add_column("method", min_width=16, max_width=22, overflow="fold")
-    for col in ("n", "acc%", "S/M/L", "tokens", "range", "TokDense", "s"):
+    t = Table(title=title, box=box.SIMPLE_HEAD)
+    t.add_column("method", min_width=12, max_width=20, overflow="fold")
+    for col in ("n", "acc%", "tokens", "TokDense", "GFLOPs", "TTFT ms", "ms/tok"):
         t.add_column(col, justify="right", no_wrap=True)
     for r in results:
         m = r["method"]
         name = m["method"] + "".join(f"\n {k}={v}" for k, v in m.items() if k != "method")
+        if r.get("online"):
+            on = r["online"]
+            name += f"\n+{on['method']}" + "".join(f"\n {k}={v}" for k, v in on.items() if k != "method")
         vt = r["visual_tokens"]
+        vd = r.get("visual_tokens_decode") or {}
         pd = r.get("per_duration", {})
-        dur = "/".join(f"{pd[k]:.0f}" if k in pd else "-" for k in ("short", "medium", "long")) if pd else "-"
+        acc = f"{r['accuracy']:.1f}"
+        if pd:
+            acc += "\n" + "/".join(f"{pd[k]:.0f}" if k in pd else "-" for k in ("short", "medium", "long"))
+        tokens = f"{vt['mean']:.0f}"
+        if vd and round(vd["mean"]) != round(vt["mean"]):
+            tokens += f"\n→{vd['mean']:.0f}"
+        fl = (r.get("flops") or {}).get("mean_per_sample", {})
+        ms = r.get("measured") or {}
+        ttft = (ms.get("ttft_s") or {}).get("median")
+        dec = (ms.get("decode_ms_per_token") or {}).get("median")
         t.add_row(
             name,
             str(r["n_samples"]),
-            f"{r['accuracy']:.1f}",
-            dur,
-            f"{vt['mean']:.1f}",
-            f"{vt['min']}-{vt['max']}",
+            acc,
+            tokens,
             f"{r['tokdense']:.4f}",
-            f"{r['wall_time_s']:.1f}",
+            f"{fl['total'] / 1e9:.4g}" if "total" in fl else "-",
+            f"{1000 * ttft:.0f}" if ttft is not None else "-",
+            f"{dec:.1f}" if dec is not None else "-",
         )
     return t
+
+
+@eval_app.command(name="list-online")
+def list_online_methods(json_out: Json = False) -> None:
+    """List the in-LLM (online) pruning methods `--online` accepts, with their parameters and defaults."""
+    from rich.table import Table
+
+    from vtc.eval.online import list_online
+
+    methods = list_online()
+    if json_out:
+        print(json.dumps(methods, indent=2, default=str))
+        return
+    t = Table(title="online methods (vtc eval TASK --tokens STORE --online NAME --set KEY=VALUE)")
+    for col in ("name", "phase", "parameters (defaults)", "description"):
+        t.add_column(col, overflow="fold")
+    for name, m in methods.items():
+        params = ", ".join(f"{k}={v}" for k, v in m["params"].items())
+        t.add_row(name, m["phase"], params, f"{m['description']}\n[dim]{m['paper']}[/]")
+    console().print(t)

@@ -5,11 +5,14 @@ vtc stores the tower's output, so evaluation starts at the projector, applies th
 when the reduction's plan indexes the pooled grid, then the plan (weighted sums of projected tokens,
 and the model's ``image_newline`` for markers and the end-of-video newline). The result goes to
 ``generate`` as ``mm_encoder_outputs`` with exactly as many ``<video>`` placeholders as rows.
+
+``LlavaRunner.run`` is a timed greedy decode loop over the same inputs (the text equals ``generate``'s
+without online pruning); with ``online=`` a ``vtc.eval.online`` method prunes visual tokens inside the LLM.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from vtc.cache import Store
@@ -115,6 +118,54 @@ def prompt_ids(tokenizer, question: str, n_video_tokens: int, video_token_id: in
 
 
 @dataclass
+class Generation:
+    """One greedy answer with its timing and the visual tokens the LLM's layers saw.
+
+    n_new_tokens counts every generated token, the end-of-sequence token included (it was computed).
+    ttft_s: embed_video (projector, pooling, plan) + prefill + the first token's id on the host.
+    decode_s_per_token: the mean time of one decode step (forward + argmax); None with a single token.
+    visual_prefill: visual tokens entering layer 0 at prefill (= reduction.n_llm_tokens: markers and the
+    newline included). visible_per_layer_prefill[i]: visual keys layer i attended to at prefill;
+    visible_per_layer_decode[i]: their mean over the decode steps (with no decode step, the prefill
+    figures); visual_decode: that mean for the last layer (= visual_prefill without online pruning).
+    """
+
+    text: str
+    token_ids: list[int]
+    n_new_tokens: int
+    ttft_s: float
+    decode_s_per_token: float | None
+    visual_prefill: int
+    visual_decode: float
+    visible_per_layer_prefill: list[int]
+    visible_per_layer_decode: list[float]
+    online: dict | None = None
+    online_stats: dict = field(default_factory=dict)
+    embed_s: float = 0.0
+    logits: object = None  # [n_new_tokens, vocab] float32 on the CPU, only with keep_logits=True
+
+
+def _sync(device) -> None:
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _video_span(ids, video_token_id: int) -> tuple[int, int]:
+    """(start, count) of the one contiguous run of <video> placeholders in ids [1, S]."""
+    import torch
+
+    where = torch.nonzero(ids[0] == video_token_id).flatten()
+    if where.numel() == 0:
+        raise VtcError("the prompt has no <video> placeholder")
+    start, n = int(where[0]), int(where.numel())
+    if int(where[-1]) != start + n - 1:
+        raise VtcError("the <video> placeholders of the prompt are not one contiguous run")
+    return start, n
+
+
+@dataclass
 class LlavaRunner:
     """A loaded LLaVA-OV checkpoint that answers questions about stored videos."""
 
@@ -156,16 +207,239 @@ class LlavaRunner:
             "mm_encoder_outputs": {"video": BaseModelOutputWithPooling(pooler_output=emb[None])},
         }
 
-    def generate(self, features, reduction, question: str, max_new_tokens: int = 16) -> str:
+    def eos_ids(self) -> set[int]:
+        """The ids that end an answer: the generation config's eos ids (what ``generate`` stops at)."""
+        eos = self.model.generation_config.eos_token_id
+        if eos is None:
+            eos = self.tokenizer.eos_token_id
+        return {int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]) if e is not None}
+
+    def run(
+        self,
+        features,
+        reduction,
+        question: str,
+        max_new_tokens: int = 16,
+        online=None,
+        keep_logits: bool = False,
+        ignore_eos: bool = False,
+    ) -> Generation:
+        """Greedy decoding with the KV cache, timed; ``online``: a ``vtc.eval.online`` method, its name, or None.
+
+        Without online pruning the answer is ``generate``'s (greedy argmax, stop at an eos id or after
+        max_new_tokens). With it, the method prunes visual tokens inside the LLM (see vtc.eval.online).
+        ignore_eos: always generate max_new_tokens (latency benchmarks); keep_logits: fill ``logits``.
+        """
+        import time
+        from contextlib import nullcontext
+
         import torch
 
+        if max_new_tokens < 1:
+            raise VtcError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        if isinstance(online, str):
+            from vtc.eval.online import get_online
+
+            online = get_online(online)
+        n_layers = int(self.model.config.text_config.num_hidden_layers)
+        eos = set() if ignore_eos else self.eos_ids()
+
+        _sync(self.device)
+        t0 = time.perf_counter()
         inputs = self.inputs(features, reduction, question)
-        with torch.inference_mode():
-            out = self.model.generate(
-                **inputs,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                num_beams=1,
-                pad_token_id=self.tokenizer.pad_token_id,
+        _sync(self.device)
+        t_embed = time.perf_counter() - t0
+        ids = inputs["input_ids"]
+        vis_start, n_vis = _video_span(ids, self.video_token_id)
+        if online is not None:
+            from vtc.eval.online import attach, online_config
+
+            ctx, cfg = attach(self.model, online, vis_start, n_vis), online_config(online)
+        else:
+            ctx, cfg = nullcontext(None), None
+
+        tokens, logits, step_s = [], [], []
+        with torch.inference_mode(), ctx as live:
+            if live is not None:
+                live.begin(ids.shape[1])
+            out = self.model(**inputs, use_cache=True, logits_to_keep=1)
+            nxt = int(out.logits[0, -1].argmax())
+            _sync(self.device)
+            ttft = time.perf_counter() - t0
+            cache, mask = out.past_key_values, inputs["attention_mask"]
+            tokens.append(nxt)
+            if keep_logits:
+                logits.append(out.logits[0, -1].float().cpu())
+            while nxt not in eos and len(tokens) < max_new_tokens:
+                t1 = time.perf_counter()
+                mask = torch.cat([mask, mask.new_ones(1, 1)], dim=1)
+                if live is not None:
+                    live.begin(1)
+                out = self.model(
+                    input_ids=torch.tensor([[nxt]], device=ids.device),
+                    attention_mask=mask,
+                    past_key_values=cache,
+                    use_cache=True,
+                    logits_to_keep=1,
+                )
+                cache = out.past_key_values
+                nxt = int(out.logits[0, -1].argmax())
+                _sync(self.device)
+                step_s.append(time.perf_counter() - t1)
+                tokens.append(nxt)
+                if keep_logits:
+                    logits.append(out.logits[0, -1].float().cpu())
+
+        if live is None:
+            prefill = [n_vis] * n_layers
+            decode = [float(n_vis)] * n_layers
+            stats = {}
+        else:
+            if any(c < 0 for row in live.counts for c in row):
+                raise RuntimeError("online pruning: a layer's attention did not go through the wrapper")
+            prefill = list(live.counts[0])
+            rows = live.counts[1:]
+            if rows:
+                decode = [sum(r[i] for r in rows) / len(rows) for i in range(n_layers)]
+            else:
+                decode = [float(c) for c in prefill]
+            stats = live.stats()
+        return Generation(
+            text=self.tokenizer.decode(tokens, skip_special_tokens=True).strip(),
+            token_ids=tokens,
+            n_new_tokens=len(tokens),
+            ttft_s=ttft,
+            decode_s_per_token=sum(step_s) / len(step_s) if step_s else None,
+            visual_prefill=int(reduction.n_llm_tokens),
+            visual_decode=float(decode[-1]),
+            visible_per_layer_prefill=prefill,
+            visible_per_layer_decode=decode,
+            online=cfg,
+            online_stats=stats,
+            embed_s=t_embed,
+            logits=torch.stack(logits) if keep_logits else None,
+        )
+
+    def run_batch(
+        self, items, max_new_tokens: int = 16, online=None, keep_logits: bool = False
+    ) -> list[Generation]:
+        """``run`` for several (features, reduction, question) items at once: left padding, one greedy loop.
+
+        The texts equal ``run``'s one by one (the padded rows only add masked-out keys; position ids count
+        each row's own tokens). ttft_s is the batch's; decode_s_per_token is the mean step time over the
+        steps an item was still generating. Online pruning keeps one KV selection per sequence and refuses
+        batches of more than one item.
+        """
+        import time
+
+        import torch
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        items = list(items)
+        if not items:
+            return []
+        if len(items) == 1:
+            f, r, q = items[0]
+            return [self.run(f, r, q, max_new_tokens, online=online, keep_logits=keep_logits)]
+        if online is not None:
+            raise VtcError(
+                "online pruning runs one sequence at a time: use batch size 1 with an online method"
             )
-        return self.tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+        if max_new_tokens < 1:
+            raise VtcError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        n_layers = int(self.model.config.text_config.num_hidden_layers)
+        eos = self.eos_ids()
+        pad = self.tokenizer.pad_token_id
+        pad = pad if pad is not None else next(iter(eos), 0)
+
+        _sync(self.device)
+        t0 = time.perf_counter()
+        embs, rows = [], []
+        for f, r, q in items:
+            emb = embed_video(self.model, f, r)
+            embs.append(emb)
+            rows.append(prompt_ids(self.tokenizer, q, emb.shape[0], self.video_token_id)[0])
+        _sync(self.device)
+        t_embed = time.perf_counter() - t0
+        B, S = len(rows), max(len(r) for r in rows)
+        ids = torch.full((B, S), pad, dtype=torch.long)
+        mask = torch.zeros((B, S), dtype=torch.long)
+        for b, r in enumerate(rows):
+            ids[b, S - len(r) :], mask[b, S - len(r) :] = r, 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        pos = (mask.cumsum(1) - 1).clamp(min=0)
+        # masked_scatter fills the <video> placeholders in row-major order: the items' rows one after another
+        video = BaseModelOutputWithPooling(pooler_output=torch.cat(embs)[None])
+
+        tokens = [[] for _ in range(B)]
+        logits = [[] for _ in range(B)]
+        step_s = [[] for _ in range(B)]
+        done = [False] * B
+        with torch.inference_mode():
+            out = self.model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=pos,
+                mm_encoder_outputs={"video": video},
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            nxt = out.logits[:, -1].argmax(-1)
+            _sync(self.device)
+            ttft = time.perf_counter() - t0
+            dt, feed = 0.0, nxt
+            for step in range(max_new_tokens):
+                if step > 0:
+                    t1 = time.perf_counter()
+                    mask = torch.cat([mask, mask.new_ones(B, 1)], dim=1)
+                    pos = pos[:, -1:] + 1
+                    out = self.model(
+                        input_ids=feed[:, None],
+                        attention_mask=mask,
+                        position_ids=pos,
+                        past_key_values=out.past_key_values,
+                        use_cache=True,
+                        logits_to_keep=1,
+                    )
+                    nxt = out.logits[:, -1].argmax(-1)
+                    _sync(self.device)
+                    dt = time.perf_counter() - t1
+                host = nxt.tolist()
+                for b in range(B):
+                    if done[b]:
+                        continue
+                    if step > 0:
+                        step_s[b].append(dt)
+                    tokens[b].append(host[b])
+                    if keep_logits:
+                        logits[b].append(out.logits[b, -1].float().cpu())
+                    done[b] = host[b] in eos or len(tokens[b]) >= max_new_tokens
+                if all(done):
+                    break
+                feed = torch.tensor(
+                    [pad if d else t for d, t in zip(done, host, strict=True)], device=ids.device
+                )
+
+        gens = []
+        for b, (_, r, _) in enumerate(items):
+            n = int(r.n_llm_tokens)
+            gens.append(
+                Generation(
+                    text=self.tokenizer.decode(tokens[b], skip_special_tokens=True).strip(),
+                    token_ids=tokens[b],
+                    n_new_tokens=len(tokens[b]),
+                    ttft_s=ttft,
+                    decode_s_per_token=sum(step_s[b]) / len(step_s[b]) if step_s[b] else None,
+                    visual_prefill=n,
+                    visual_decode=float(n),
+                    visible_per_layer_prefill=[n] * n_layers,
+                    visible_per_layer_decode=[float(n)] * n_layers,
+                    embed_s=t_embed,
+                    logits=torch.stack(logits[b]) if keep_logits else None,
+                )
+            )
+        return gens
+
+    def generate(self, features, reduction, question: str, max_new_tokens: int = 16, online=None) -> str:
+        """The answer text of ``run`` (greedy; equal to transformers' ``generate`` without online pruning)."""
+        return self.run(features, reduction, question, max_new_tokens=max_new_tokens, online=online).text

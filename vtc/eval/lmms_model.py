@@ -4,19 +4,70 @@
         --model_args pretrained=llava-hf/llava-onevision-qwen2-0.5b-ov-hf,tokens=feats.dyntok.zarr \
         --tasks videomme --batch_size 1
 
+    # with an in-LLM method on top of the stored reduction
+    python -m lmms_eval --model vtc --model_args pretrained=...,tokens=...,online=fastv,online_set=k=2;ratio=0.5
+
 Each request's visual (a path or a video id) is looked up in the token store; the video is never
-decoded. Every answered request is logged with the number of visual tokens that reached the LLM.
+decoded. Every answered request is logged with the visual tokens that reached the LLM (at prefill, and
+at decode after online pruning), time to first token and decode time per token. With ``answers=PATH``
+each answer is appended to a JSONL journal as soon as it exists, and a re-run reads it back instead of
+generating again: an interrupted evaluation resumes where it stopped and scores exactly the same.
 """
 
 from __future__ import annotations
 
-import time
+import json
+import os
+from pathlib import Path
 
 from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
 from tqdm import tqdm
 
-from vtc.eval.llava import LlavaRunner, TokenSource, check_compatible
+from vtc.eval.llava import LlavaRunner, TokenSource, check_compatible, prompt_ids
+from vtc.versions import stable_hash
+
+
+def parse_online_set(spec: str | None) -> dict[str, str]:
+    """'k=2;ratio=0.5' (lmms-eval's model_args are comma-separated, so ';' separates these) -> dict."""
+    out: dict[str, str] = {}
+    for item in filter(None, (spec or "").split(";")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            from vtc.errors import VtcError
+
+            raise VtcError(f"online setting '{item}' is not key=value")
+        out[key.strip()] = value.strip()
+    return out
+
+
+class AnswerJournal:
+    """Append-only JSONL of answered requests, keyed by a hash of (task, doc, prompt, generation args).
+
+    One line per answer, flushed and fsynced as it is written; a torn last line (a crash mid-write) is
+    ignored on read, so a half-written answer never counts as done.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.done: dict[str, dict] = {}
+        if self.path.exists():
+            with open(self.path, encoding="utf-8") as f:
+                for line in f:
+                    try:
+                        rec = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue
+                    if isinstance(rec, dict) and "key" in rec:
+                        self.done[rec["key"]] = rec
+
+    def append(self, rec: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(rec, default=str) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.done[rec["key"]] = rec
 
 
 class VtcLlavaOneVision(lmms):
@@ -30,40 +81,89 @@ class VtcLlavaOneVision(lmms):
         dtype: str = "fp32",
         max_new_tokens: int = 16,
         batch_size: int = 1,
+        online: str | None = None,
+        online_set: str | dict | None = None,
+        answers: str | None = None,
         **kwargs,
     ) -> None:
         super().__init__()
+        from vtc.eval.online import get_online
+
         self.source = TokenSource(tokens)
         self.runner = LlavaRunner(str(pretrained), device=device, dtype=dtype)
         check_compatible(self.runner.model, self.source.grid, self.source.dim)
         self.max_new_tokens = int(max_new_tokens)
+        self.batch_size_per_gpu = self._batch = max(1, int(batch_size))
+        params = online_set if isinstance(online_set, dict) else parse_online_set(online_set)
+        self.online = get_online(online, **params) if online else None
+        self.journal = AnswerJournal(answers) if answers else None
         self.sample_log: list[dict] = []
+        self.resumed = 0
+
+    def _key(self, task: str, doc_id, context: str, gen_kwargs: dict) -> str:
+        return stable_hash([task, doc_id, context, {k: gen_kwargs[k] for k in sorted(gen_kwargs)}], n=20)
+
+    def _n_text(self, context: str) -> int:
+        """Prompt tokens besides the video placeholders (system prompt, chat tags, question)."""
+        return int(prompt_ids(self.runner.tokenizer, context, 0, self.runner.video_token_id).shape[1])
 
     def generate_until(self, requests: list[Instance]) -> list[str]:
-        answers = []
-        for req in tqdm(requests, desc="vtc generate", disable=len(requests) < 2):
+        answers: list[str | None] = [None] * len(requests)
+        todo = []  # (index, key, record stub, features, reduction, context, max_new)
+        for i, req in enumerate(requests):
             context, gen_kwargs, doc_to_visual, doc_id, task, split = req.args
+            key = self._key(task, doc_id, context, gen_kwargs)
+            if self.journal is not None and key in self.journal.done:
+                rec = {**self.journal.done[key], "resumed": True}
+                self.sample_log.append(rec)
+                answers[i] = rec["answer"]
+                self.resumed += 1
+                continue
             visuals = doc_to_visual(self.task_dict[task][split][doc_id])
             if len(visuals) != 1:
                 raise ValueError(f"vtc evaluates one video per question; {task}#{doc_id} has {len(visuals)}")
             vid = self.source.resolve(visuals[0])
-            feats, red = self.source.load(vid)
             max_new = int(gen_kwargs.get("max_new_tokens", self.max_new_tokens))
-            t0 = time.perf_counter()
-            text = self.runner.generate(feats, red, context, max_new_tokens=max_new)
-            self.sample_log.append(
-                {
-                    "task": task,
-                    "doc_id": doc_id,
-                    "video": vid,
+            stub = {"key": key, "task": task, "doc_id": doc_id, "video": vid}
+            todo.append((i, stub, vid, context, max_new))
+
+        bar = tqdm(total=len(todo), desc="vtc generate", disable=len(todo) < 2)
+        for start in range(0, len(todo), self._batch):
+            chunk = todo[start : start + self._batch]
+            loaded = [self.source.load(vid) for _, _, vid, _, _ in chunk]
+            max_new = max(m for *_, m in chunk)
+            if len(chunk) == 1:
+                feats, red = loaded[0]
+                gens = [self.runner.run(feats, red, chunk[0][3], max_new_tokens=max_new, online=self.online)]
+            else:
+                items = [
+                    (feats, red, ctx) for (feats, red), (_, _, _, ctx, _) in zip(loaded, chunk, strict=True)
+                ]
+                gens = self.runner.run_batch(items, max_new_tokens=max_new, online=self.online)
+            for (i, stub, _vid, context, _m), (_, red), g in zip(chunk, loaded, gens, strict=True):
+                rec = {
+                    **stub,
+                    "answer": g.text,
                     "visual_tokens": int(red.n_llm_tokens),
                     "n_visual": int(red.n_visual()),
-                    "seconds": time.perf_counter() - t0,
-                    "answer": text,
+                    "visual_decode": float(g.visual_decode),
+                    "visible_per_layer_prefill": list(g.visible_per_layer_prefill),
+                    "visible_per_layer_decode": [float(v) for v in g.visible_per_layer_decode],
+                    "n_text": self._n_text(context),
+                    "n_new_tokens": int(g.n_new_tokens),
+                    "ttft_s": float(g.ttft_s),
+                    "decode_s_per_token": g.decode_s_per_token,
+                    "seconds": float(g.ttft_s + (g.decode_s_per_token or 0.0) * max(0, g.n_new_tokens - 1)),
+                    "batch": len(chunk),
+                    "online_stats": g.online_stats,
                 }
-            )
-            answers.append(text)
-        return answers
+                if self.journal is not None:
+                    self.journal.append(rec)
+                self.sample_log.append(rec)
+                answers[i] = g.text
+                bar.update(1)
+        bar.close()
+        return [a if a is not None else "" for a in answers]
 
     def loglikelihood(self, requests):
         raise NotImplementedError("vtc's LLaVA-OneVision plugin answers generate_until tasks only")

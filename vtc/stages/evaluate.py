@@ -1,8 +1,17 @@
 """Stage 4: answer a benchmark's questions with LLaVA-OneVision on stored tokens, through lmms-eval.
 
-Writes ``results.json``: accuracy as lmms-eval computes it (Video-MME also per duration), the visual
-tokens that reached the LLM per sample (mean/min/max), TokDense = accuracy / mean visual tokens, and
-wall time, plus the model, the stores and the method config it was measured with.
+Writes ``results.json``, one self-describing record of the run:
+
+- accuracy as lmms-eval computes it (Video-MME also per duration), per-sample rows;
+- visual tokens reaching the LLM per sample, at prefill and at decode after online (KV) pruning,
+  mean/min/max; TokDense = accuracy / mean visual tokens at prefill;
+- analytic FLOPs (LLM prefill and decode from the model config, plus the reduction module's own);
+- measured time to first token, decode ms/token, samples/s, peak memory (CUDA allocator peak on a GPU,
+  process peak RSS otherwise — which includes the model weights and Python itself);
+- model, stores, offline method config and seed, online method config, library versions, git hash.
+
+Every answer is journalled in ``OUT/answers.jsonl`` as it is produced; re-running the same command
+resumes from it (``fresh=True`` starts over), and a journal from a different run is refused.
 """
 
 from __future__ import annotations
@@ -17,12 +26,90 @@ from vtc.errors import VtcError
 from vtc.versions import library_versions
 
 # Tasks whose per-sample result carries a duration (short/medium/long) to break accuracy down by.
-_DURATION_METRIC = {"videomme": "videomme_perception_score"}
+_DURATION_METRIC = {
+    "videomme": "videomme_perception_score",
+    "videomme_w_subtitle": "videomme_perception_score",
+}
 
 
 def _one_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def git_hash() -> str | None:
+    """The commit of the vtc source tree that ran (None outside a git checkout); '+dirty' if modified."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    if not (root / ".git").exists():
+        return None
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode:
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def model_identity(model: str) -> dict:
+    """What makes two runs' answers interchangeable: the id, and for a local dir its weights' size/mtime."""
+    p = Path(model)
+    ident: dict = {"id": model}
+    if p.is_dir():
+        ident["files"] = {
+            f.name: [f.stat().st_size, int(f.stat().st_mtime)] for f in sorted(p.glob("*.safetensors"))
+        }
+    return ident
+
+
+def _check_resume(out: Path, run_key: dict, fresh: bool) -> None:
+    """Refuse to mix answers of different runs in one --out; --fresh discards the old journal."""
+    run_file, journal = out / "run.json", out / "answers.jsonl"
+    if fresh:
+        journal.unlink(missing_ok=True)
+    elif run_file.exists() and journal.exists():
+        old = json.loads(run_file.read_text())
+        diff = next((k for k in sorted(set(old) | set(run_key)) if old.get(k) != run_key.get(k)), None)
+        if diff is not None:
+            raise VtcError(
+                f"{out} holds answers of a different evaluation ('{diff}' differs); "
+                "use another --out, or --fresh to discard them"
+            )
+    run_file.write_text(json.dumps(run_key, indent=2, default=str))
+
+
+class _PeakMemory:
+    """Peak memory of the evaluation: CUDA allocator peak on a GPU, else the process's peak RSS."""
+
+    def __init__(self, device: str):
+        import torch
+
+        self.cuda = device.startswith("cuda") and torch.cuda.is_available()
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+        self.device = device
+
+    def read(self) -> dict:
+        if self.cuda:
+            import torch
+
+            return {"kind": "cuda_max_allocated", "bytes": int(torch.cuda.max_memory_allocated(self.device))}
+        import resource
+
+        return {
+            "kind": "process_peak_rss",
+            "bytes": int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024,
+        }
 
 
 def evaluate(
@@ -37,10 +124,17 @@ def evaluate(
     dtype: str = "fp32",
     seed: int = 0,
     quiet: bool = False,
+    online: str | None = None,
+    online_params: dict | None = None,
+    batch_size: int = 1,
+    log_samples: bool = False,
+    fresh: bool = False,
+    max_new_tokens: int = 16,
 ) -> dict:
     """Run ``task`` (an lmms-eval task name, or a local copy given by ``data``) and return the results dict."""
     import logging
 
+    from vtc.eval.online import get_online, online_config
     from vtc.eval.tasks import write_local_task
 
     out = Path(out)
@@ -50,6 +144,11 @@ def evaluate(
     if data is not None:
         task_name = write_local_task(task, data, out / "task")
         include_paths.append(str(out / "task"))
+    if online_params and not online:
+        raise VtcError("--set configures an online method: add --online dycoke-kv or --online fastv")
+    online_cfg = online_config(get_online(online, **(online_params or {}))) if online else None
+    if online and batch_size > 1:
+        raise VtcError("online methods run at --batch-size 1 (each sample has its own KV selection)")
 
     t0 = time.perf_counter()
     from lmms_eval.evaluator import simple_evaluate
@@ -65,12 +164,42 @@ def evaluate(
 
     logger.remove()
     logger.add(sys.stderr, level="ERROR")
-    tm = TaskManager(verbosity="ERROR", include_path=include_paths or None)
+    # A local copy needs only its own YAML: indexing lmms-eval's ~3,000 task files takes ~20 s.
+    tm = TaskManager(verbosity="ERROR", include_path=include_paths or None, include_defaults=data is None)
     if task_name not in tm.all_tasks:
         raise VtcError(
             f"unknown task '{task_name}' (not in lmms-eval's registry or {include_paths or 'any --include dir'})"
         )
-    lm = VtcLlavaOneVision(pretrained=model, tokens=str(tokens), device=device, dtype=dtype)
+    from vtc.eval.llava import TokenSource
+
+    probe = TokenSource(tokens)
+    run_key = {
+        "task": task,
+        "data": str(Path(data).resolve()) if data else None,
+        "model": model_identity(model),
+        "tokens_identity": (probe.tokens if probe.tokens is not None else probe.features).meta.get(
+            "identity_hash"
+        ),
+        "tokens_store": str(Path(tokens).resolve()),
+        "method": probe.method,
+        "online": online_cfg,
+        "dtype": dtype,
+        "device": device,
+        "max_new_tokens": max_new_tokens,
+    }
+    _check_resume(out, run_key, fresh)
+    memory = _PeakMemory(device)
+    lm = VtcLlavaOneVision(
+        pretrained=model,
+        tokens=str(tokens),
+        device=device,
+        dtype=dtype,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        online=online,
+        online_set=dict(online_params or {}),
+        answers=str(out / "answers.jsonl"),
+    )
     try:
         res = simple_evaluate(
             model=lm,
@@ -94,6 +223,8 @@ def evaluate(
     wall = time.perf_counter() - t0
 
     results = summarise(task, task_name, res, lm.sample_log)
+    results["measured"] = measured(lm.sample_log, memory.read(), lm.resumed)
+    results["flops"] = flops_summary(lm, lm.sample_log)
     results.update(
         {
             "wall_time_s": round(wall, 3),
@@ -101,17 +232,77 @@ def evaluate(
             "tokens_store": str(Path(tokens).resolve()),
             "features_store": str(lm.source.features.path.resolve()),
             "method": lm.source.method,
+            "method_seed": (lm.source.tokens.meta["identity"].get("seed") if lm.source.tokens else None),
+            "online": online_cfg,
             "seed": seed,
             "limit": limit,
+            "batch_size": batch_size,
+            "device": device,
+            "dtype": dtype,
             "data": str(Path(data).resolve()) if data else None,
             "versions": library_versions(),
+            "git": git_hash(),
         }
     )
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    if log_samples:
+        with open(out / "samples.jsonl", "w", encoding="utf-8") as f:
+            for s in res.get("samples", {}).get(task_name, []):
+                f.write(json.dumps(s, default=str) + "\n")
     return results
 
 
+def _stats(values: list[float]) -> dict | None:
+    if not values:
+        return None
+    return {
+        "mean": statistics.fmean(values),
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+    }
+
+
+def measured(sample_log: list[dict], memory: dict, resumed: int) -> dict:
+    """Timings over the samples generated in this run (journalled answers keep their original timings)."""
+    ttft = [s["ttft_s"] for s in sample_log if s.get("ttft_s") is not None]
+    dec = [s["decode_s_per_token"] for s in sample_log if s.get("decode_s_per_token") is not None]
+    busy = sum(s.get("seconds", 0.0) for s in sample_log)
+    return {
+        "ttft_s": _stats(ttft),
+        "decode_ms_per_token": _stats([1000 * d for d in dec]),
+        "samples_per_s": len(sample_log) / busy if busy > 0 else None,
+        "peak_memory": memory,
+        "resumed_samples": resumed,
+    }
+
+
+def flops_summary(lm, sample_log: list[dict]) -> dict:
+    """Mean analytic FLOPs per sample: LLM prefill/decode (per-layer visible visual tokens) + module."""
+    from vtc.eval.flops import LLMShape, llm_flops
+
+    shape = LLMShape.from_config(lm.runner.model.config)
+    entries = lm.source.tokens.entries() if lm.source.tokens is not None else {}
+    module = {vid: e.get("module_flops", 0.0) for vid, e in entries.items()}
+    rows = []
+    for s in sample_log:
+        f = llm_flops(
+            shape,
+            n_text=s["n_text"],
+            n_visual=s["visual_tokens"],
+            n_new=max(1, s["n_new_tokens"]),
+            visible_prefill=s.get("visible_per_layer_prefill"),
+            visible_decode=s.get("visible_per_layer_decode"),
+        )
+        rows.append({**f, "module": float(module.get(s["video"], 0.0))})
+    keys = sorted({k for r in rows for k in r if isinstance(r[k], (int, float))})
+    return {"mean_per_sample": {k: statistics.fmean(r[k] for r in rows) for k in keys}, "unit": "FLOPs"}
+
+
 def summarise(task: str, task_name: str, res: dict, sample_log: list[dict]) -> dict:
+    """accuracy (a percentage for every task: lmms-eval reports some as fractions), tokens, breakdowns."""
+    from vtc.eval.tasks import LOCAL_TASKS, category_breakdown
+
     metrics = {
         k.split(",")[0]: v
         for k, v in res["results"][task_name].items()
@@ -119,8 +310,10 @@ def summarise(task: str, task_name: str, res: dict, sample_log: list[dict]) -> d
     }
     if not metrics:
         raise VtcError(f"lmms-eval gave no numeric metric for '{task_name}'")
-    metric = _DURATION_METRIC.get(task, next(iter(metrics)))
-    accuracy = float(metrics.get(metric, next(iter(metrics.values()))))
+    spec = LOCAL_TASKS.get(task, {})
+    metric = spec.get("metric") if spec.get("metric") in metrics else next(iter(metrics))
+    scale = spec.get("scale", 1) if metric == spec.get("metric") else 1
+    accuracy = float(metrics[metric]) * scale
 
     counts = [s["visual_tokens"] for s in sample_log]
     out = {
@@ -128,18 +321,25 @@ def summarise(task: str, task_name: str, res: dict, sample_log: list[dict]) -> d
         "lmms_eval_task": task_name,
         "metric": metric,
         "accuracy": accuracy,
+        "accuracy_scale": scale,
         "n_samples": len(sample_log),
         "visual_tokens": {"mean": statistics.fmean(counts), "min": min(counts), "max": max(counts)},
+        "visual_tokens_decode": _stats([s.get("visual_decode", s["visual_tokens"]) for s in sample_log]),
         "tokdense": accuracy / statistics.fmean(counts),
         "metrics": metrics,
     }
+    scored_samples = res.get("samples", {}).get(task_name, [])
     if task in _DURATION_METRIC:
         by: dict[str, list[float]] = {}
-        for s in res.get("samples", {}).get(task_name, []):
+        for s in scored_samples:
             d = s.get(_DURATION_METRIC[task])
             if isinstance(d, dict) and "duration" in d:
                 by.setdefault(d["duration"], []).append(float(d["score"]))
         out["per_duration"] = {k: 100.0 * sum(v) / len(v) for k, v in sorted(by.items())}
+    if spec:
+        per_cat = category_breakdown(task, scored_samples)
+        if per_cat:
+            out["per_category"] = per_cat
     by_doc = {(s["task"], s["doc_id"]): s for s in sample_log}
     out["samples"] = []
     for s in res.get("samples", {}).get(task_name, []):
@@ -150,6 +350,11 @@ def summarise(task: str, task_name: str, res: dict, sample_log: list[dict]) -> d
                 "doc_id": s.get("doc_id"),
                 "video": log.get("video"),
                 "visual_tokens": log.get("visual_tokens"),
+                "visual_tokens_decode": log.get("visual_decode"),
+                "ttft_s": log.get("ttft_s"),
+                "decode_s_per_token": log.get("decode_s_per_token"),
+                "n_new_tokens": log.get("n_new_tokens"),
+                "resumed": bool(log.get("resumed", False)),
                 "answer": log.get("answer"),
                 "target": s.get("target"),
                 "score": scored.get("score"),
