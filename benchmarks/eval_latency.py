@@ -37,7 +37,7 @@ METHODS = [
     ("pool s=3", "pool", {"stride": 3}, None, {}),
     ("dyntok", "dyntok", {}, None, {}),
     ("dycoke", "dycoke", {"k": 0.7}, None, {}),
-    ("dycoke + kv", "dycoke", {"k": 0.7}, "dycoke-kv", {"p": 0.7}),
+    ("dycoke + kv", "dycoke", {"k": 0.7}, "dycoke-kv", {"l": 3, "p": 0.7}),
     ("fastv", "none", {}, "fastv", {"k": 2, "ratio": 0.5}),
     ("framefusion", "framefusion", {}, None, {}),
     ("tome 25%", "tome", {"ratio": 0.25}, None, {}),
@@ -168,7 +168,12 @@ def main() -> None:
             if args.methods and label not in args.methods:
                 continue
             red = get_reducer(method, **params)(x.half(), (27, 27))
-            on = get_online(online, **oparams) if online else None
+            # the tiny model has 2 layers: prune from its last layer at the latest (printed in the label)
+            depth = runner.model.config.text_config.num_hidden_layers
+            capped = {key: min(v, depth - 1) if key in ("k", "l") else v for key, v in oparams.items()}
+            if capped != oparams:
+                label += "".join(f" {key}={v}" for key, v in capped.items() if key in ("k", "l"))
+            on = get_online(online, **capped) if online else None
 
             def run(red=red, on=on):
                 return runner.run(x, red, QUESTION, max_new_tokens=args.new, online=on, ignore_eos=True)
