@@ -179,6 +179,8 @@ def test_online_methods_through_evaluate(stores, data, model, tmp_path):
     )  # fmt: skip
     assert fv["flops"]["mean_per_sample"]["prefill"] < base["flops"]["mean_per_sample"]["prefill"]
     with pytest.raises(VtcError, match="batch-size 1"):
-        evaluate("videomme", stores["none"], model, data=data, out=tmp_path / "x", online="fastv", batch_size=2)
+        evaluate(
+            "videomme", stores["none"], model, data=data, out=tmp_path / "x", online="fastv", batch_size=2
+        )
     with pytest.raises(VtcError, match="--online"):
         evaluate("videomme", stores["none"], model, data=data, out=tmp_path / "y", online_params={"p": "1"})
