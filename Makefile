@@ -27,6 +27,7 @@ demo:  ## the whole pipeline offline on a synthetic video and tiny random models
 bench:
 	$(PY) benchmarks/extract.py
 	$(PY) benchmarks/reducers.py
+	$(PY) benchmarks/eval_latency.py
 
 clean:
 	rm -rf .pytest_cache build *.egg-info vtc-demo
