@@ -362,30 +362,69 @@ def reductions_from_groups(
     kind[newline] = KIND_NEWLINE
     _, Hb, Wb = base_grids[0]
     pos = plan_pos(indptr, idx, w, (NB // (Hb * Wb), Hb, Wb))  # t counted over the whole batch
-    roff_l, nl_l = roff.tolist(), newline.tolist()
-    out = []
-    for v in range(B):
-        T = int(base_grids[v][0])
-        r0, r1 = roff_l[v], nl_l[v] + 1
+    return split_batch(
+        tokens,
+        kind,
+        pos,
+        indptr,
+        idx,
+        w,
+        ends=(newline + 1).tolist(),
+        frame_offsets=(boff // (Hb * Wb)).tolist(),
+        src_offsets=boff.tolist(),
+        base=base,
+        base_grids=base_grids,
+        n_input_tokens=n_input_tokens,
+        extras=extras,
+    )
+
+
+def split_batch(
+    tokens: Tensor,
+    kind: Tensor,
+    pos: Tensor,
+    indptr: Tensor,
+    src: Tensor,
+    weight: Tensor,
+    ends: list[int],
+    frame_offsets: list[int],
+    src_offsets: list[int],
+    base: str,
+    base_grids: list[tuple[int, int, int]],
+    n_input_tokens: list[int],
+    extras: list[dict[str, Tensor]] | None = None,
+) -> list[Reduction]:
+    """Cut a batch's concatenated reduction into one Reduction per video.
+
+    Video v owns output rows [ends[v-1], ends[v]) (its newline last), its base frames start at
+    frame_offsets[v] and its base indices at src_offsets[v] of the batch's flat base grid: its positions,
+    plan rows and sources are shifted to count from its own start, and its newline gets the video's own
+    newline position (T-1, Hb-1, Wb-1). The outputs are slices of the shared tensors.
+    """
+    dev = tokens.device
+    out, r0 = [], 0
+    for v, (T, Hb, Wb) in enumerate(base_grids):
+        r1 = int(ends[v])
         e0, e1 = int(indptr[r0]), int(indptr[r1])
         p = pos[r0:r1]
         if v:  # frames of earlier videos come first in the batch's flat index
-            p = p - torch.tensor([int(boff[v]) // (Hb * Wb), 0, 0], dtype=torch.int32, device=dev)
-        p[-1] = torch.tensor([T - 1, Hb - 1, Wb - 1], dtype=torch.int32, device=dev)
+            p = p - torch.tensor([int(frame_offsets[v]), 0, 0], dtype=torch.int32, device=dev)
+        p[-1] = torch.tensor([int(T) - 1, int(Hb) - 1, int(Wb) - 1], dtype=torch.int32, device=dev)
         out.append(
             Reduction(
                 tokens=tokens[r0:r1],
                 kind=kind[r0:r1],
                 pos=p,
                 indptr=indptr[r0 : r1 + 1] - e0 if v else indptr[r0 : r1 + 1],
-                src=idx[e0:e1] - int(boff[v]) if v else idx[e0:e1],
-                weight=w[e0:e1],
+                src=src[e0:e1] - int(src_offsets[v]) if v else src[e0:e1],
+                weight=weight[e0:e1],
                 base=base,
-                base_grid=tuple(int(d) for d in base_grids[v]),
+                base_grid=(int(T), int(Hb), int(Wb)),
                 n_input_tokens=int(n_input_tokens[v]),
-                extras=dict((extras or [{}] * B)[v] or {}),
+                extras=dict((extras or [{}] * len(base_grids))[v] or {}),
             )
         )
+        r0 = r1
     return out
 
 

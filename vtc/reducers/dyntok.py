@@ -15,7 +15,7 @@ from vtc.reducers.base import (
     check_grid,
     check_input,
     grid_pos,
-    newline_row,
+    split_batch,
 )
 from vtc.reducers.batch import concat_frames
 from vtc.reducers.registry import register
@@ -101,26 +101,18 @@ class DynTok:
         indptr[1:] = sizes.cumsum(0)
         weight = (1.0 / size.float())[gid]
 
-        out = []
-        for v, T in enumerate(Ts):
-            n0, n1 = int(end_v[v] - n_v[v]), int(end_v[v])
-            e0, e1 = int(indptr[n0]), int(indptr[n1])
-            p = pos[n0:n1]
-            if v:  # t counted from the video's own first frame
-                p = p - torch.tensor([offs[v], 0, 0], dtype=torch.int32)
-            p[-1] = newline_row((T, hb, wb))[0]
-            out.append(
-                Reduction(
-                    tokens=tokens[n0:n1],
-                    kind=kind[n0:n1],
-                    pos=p,
-                    indptr=indptr[n0 : n1 + 1] - e0 if v else indptr[n0 : n1 + 1],
-                    # groups are contiguous runs in raster order, so src is the identity
-                    src=torch.arange(e1 - e0),
-                    weight=weight[e0:e1],
-                    base=self.grid,
-                    base_grid=(T, hb, wb),
-                    n_input_tokens=T * H * W,
-                )
-            )
-        return out
+        return split_batch(
+            tokens,
+            kind,
+            pos,
+            indptr,
+            # groups are contiguous runs in raster order, so src is the identity over the batch
+            torch.arange(int(indptr[-1])),
+            weight,
+            ends=end_v.tolist(),
+            frame_offsets=offs,
+            src_offsets=[o * hb * wb for o in offs],
+            base=self.grid,
+            base_grids=[(T, hb, wb) for T in Ts],
+            n_input_tokens=[T * H * W for T in Ts],
+        )
