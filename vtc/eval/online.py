@@ -34,7 +34,6 @@ import contextvars
 import dataclasses
 import math
 import sys
-import typing
 
 import torch
 import torch.nn.functional as F
@@ -90,25 +89,9 @@ def list_online() -> dict[str, dict]:
 
 def get_online(name: str, **params):
     """Build a registered online method; string values are converted to the fields' types."""
-    from vtc.reducers.registry import convert_param  # the reducer registry's CLI-string conversion, one copy
+    from vtc.reducers.registry import build_registered  # the reducer registry's builder, one copy
 
-    if name not in _REGISTRY:
-        raise OnlineError(f"unknown online method {name!r}; valid: {', '.join(sorted(_REGISTRY))}")
-    cls = _REGISTRY[name]
-    fields = {f.name for f in dataclasses.fields(cls) if f.init}
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for key, value in params.items():
-        if key not in fields:
-            raise OnlineError(f"unknown parameter {key!r} for {name}; valid: {', '.join(sorted(fields))}")
-        try:
-            kwargs[key] = convert_param(name, key, value, hints[key])
-        except ValueError as e:
-            raise OnlineError(str(e)) from None
-    try:
-        return cls(**kwargs)
-    except ValueError as e:
-        raise OnlineError(f"{name}: {e}") from None
+    return build_registered(_REGISTRY, name, params, error=OnlineError, what="online method")
 
 
 def online_config(m) -> dict:

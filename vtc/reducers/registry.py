@@ -95,24 +95,41 @@ def convert_param(method: str, key: str, value, typ: type):
     raise ReducerError(f"bad value {value!r} for {method}.{key}: expected {typ.__name__}")
 
 
-def get_reducer(name: str, **params) -> Reducer:
-    """Build a registered reducer; string values are converted to the field's type."""
-    if name not in _REGISTRY:
-        raise ReducerError(f"unknown method {name!r}; valid: {', '.join(sorted(_REGISTRY))}")
-    cls = _REGISTRY[name]
+def build_registered(
+    registry: dict[str, type],
+    name: str,
+    params: dict,
+    error: type[Exception] | None = None,
+    what: str = "method",
+):
+    """Build the dataclass registered as ``name`` from ``params`` (CLI strings converted to the fields'
+    types); a bad name, key or value, or the class's own range checks, raise one-line ``error``s.
+    Serves the reducer registry and the online-method registry (vtc.eval.online)."""
+    error = error or ReducerError
+    if name not in registry:
+        raise error(f"unknown {what} {name!r}; valid: {', '.join(sorted(registry))}")
+    cls = registry[name]
     fields = {f.name for f in dataclasses.fields(cls) if f.init}
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for key, value in params.items():
         if key not in fields:
-            raise ReducerError(f"unknown parameter {key!r} for {name}; valid: {', '.join(sorted(fields))}")
-        kwargs[key] = convert_param(name, key, value, hints[key])
+            raise error(f"unknown parameter {key!r} for {name}; valid: {', '.join(sorted(fields))}")
+        try:
+            kwargs[key] = convert_param(name, key, value, hints[key])
+        except ReducerError as e:
+            raise error(str(e)) from None
     try:
         return cls(**kwargs)
-    except ReducerError:
+    except error:
         raise
-    except ValueError as e:  # the reducer's own range checks (__post_init__)
-        raise ReducerError(f"{name}: {e}") from None
+    except ValueError as e:  # the class's own range checks (__post_init__)
+        raise error(f"{name}: {e}") from None
+
+
+def get_reducer(name: str, **params) -> Reducer:
+    """Build a registered reducer; string values are converted to the field's type."""
+    return build_registered(_REGISTRY, name, params)
 
 
 def reducer_config(r: Reducer) -> dict:
