@@ -38,6 +38,19 @@ _LETTER_POST = "\nAnswer with the option's letter from the given choices directl
 #   category: the column the per-sample ``category`` comes from (None: the benchmark has none)
 #   required: columns every row must have
 #   module: vtc.eval.tasks.<module> holds <name>_doc_to_visual/_doc_to_text/_process_results/...
+# lmms-eval/Video-MME's columns; the subtitle variant reads the same rows
+_VIDEOMME_COLUMNS = [
+    "videoID",
+    "question_id",
+    "duration",
+    "domain",
+    "sub_category",
+    "task_type",
+    "question",
+    "options",
+    "answer",
+]
+
 LOCAL_TASKS: dict[str, dict] = {
     "videomme": {
         "lmms_eval": "videomme",
@@ -46,17 +59,7 @@ LOCAL_TASKS: dict[str, dict] = {
         "target": "answer",
         "kwargs": {"pre_prompt": "", "post_prompt": _LETTER_POST},
         "category": "domain",
-        "required": [
-            "videoID",
-            "question_id",
-            "duration",
-            "domain",
-            "sub_category",
-            "task_type",
-            "question",
-            "options",
-            "answer",
-        ],
+        "required": _VIDEOMME_COLUMNS,
         "module": "videomme",
     },
     "videomme_w_subtitle": {
@@ -67,17 +70,7 @@ LOCAL_TASKS: dict[str, dict] = {
         # lmms-eval's w_subtitle prompt ends with "The best answer is:" and ignores post_prompt.
         "kwargs": {"frame_num": 32, "pre_prompt": "", "post_prompt": ""},
         "category": "domain",
-        "required": [
-            "videoID",
-            "question_id",
-            "duration",
-            "domain",
-            "sub_category",
-            "task_type",
-            "question",
-            "options",
-            "answer",
-        ],
+        "required": _VIDEOMME_COLUMNS,
         "module": "videomme",
     },
     "mvbench": {
