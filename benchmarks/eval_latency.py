@@ -49,43 +49,27 @@ METHODS = [
 QUESTION = "What happens in the video? A. one B. two C. three D. four\nAnswer with the option's letter."
 
 
+# Qwen2-0.5B, as in llava-hf/llava-onevision-qwen2-0.5b-ov-hf's text_config
+QWEN2_05B = {
+    "vocab_size": 151936,
+    "hidden_size": 896,
+    "intermediate_size": 4864,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 14,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 32768,
+    "rope_theta": 1000000.0,
+}
+
+
 def build_model(out: Path, arch: str, dtype: torch.dtype) -> Path:
     """A random-weight LLaVA-OV checkpoint of the given shapes, saved where from_pretrained reads it."""
-    from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration, Qwen2Config
-
-    from vtc.encoders.tiny import build_tiny_checkpoints, build_tiny_tokenizer, tiny_vision_config
+    from vtc.encoders.tiny import build_tiny_checkpoints, build_tiny_llava_ov, tiny_vision_config
 
     if arch == "tiny":
         return build_tiny_checkpoints(out)["llava_ov"]
-    tok = build_tiny_tokenizer(out)
-    text = Qwen2Config(  # Qwen2-0.5B, as in llava-hf/llava-onevision-qwen2-0.5b-ov-hf's text_config
-        vocab_size=151936,
-        hidden_size=896,
-        intermediate_size=4864,
-        num_hidden_layers=24,
-        num_attention_heads=14,
-        num_key_value_heads=2,
-        max_position_embeddings=32768,
-        rope_theta=1000000.0,
-        tie_word_embeddings=True,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
     vision = tiny_vision_config(hidden=1152, layers=1, heads=16)  # the tower never runs: features are given
-    config = LlavaOnevisionConfig(
-        vision_config=vision.to_dict(),
-        text_config=text.to_dict(),
-        image_token_id=tok.convert_tokens_to_ids("<image>"),
-        video_token_id=tok.convert_tokens_to_ids("<video>"),
-        vision_feature_layer=-1,
-        vision_feature_select_strategy="full",
-        tie_word_embeddings=True,
-    )
-    torch.manual_seed(0)
-    with torch.device("cpu"):
-        model = LlavaOnevisionForConditionalGeneration(config).to(dtype).eval()
-    model.save_pretrained(str(out))
-    return out
+    return build_tiny_llava_ov(out, text=QWEN2_05B, vision=vision, dtype=dtype)
 
 
 def video(T: int, dim: int, seed: int = 0) -> torch.Tensor:

@@ -67,28 +67,43 @@ def build_tiny_siglip(out_dir: str | Path, seed: int = 0) -> Path:
     return Path(out_dir)
 
 
-def build_tiny_llava_ov(out_dir: str | Path, seed: int = 0, text_hidden: int = 64) -> Path:
-    """Save a tiny random LlavaOnevisionForConditionalGeneration plus its tokenizer to ``out_dir``."""
+def build_tiny_llava_ov(
+    out_dir: str | Path,
+    seed: int = 0,
+    text_hidden: int = 64,
+    text: dict | None = None,
+    vision=None,
+    dtype=None,
+) -> Path:
+    """Save a random LlavaOnevisionForConditionalGeneration plus its tiny tokenizer to ``out_dir``.
+
+    By default the tiny test model. ``text`` overrides Qwen2Config fields and ``vision`` replaces the
+    SigLIP config, so a benchmark can build real shapes (LLaVA-OV-0.5B's) with random weights;
+    ``dtype`` casts the weights before saving.
+    """
     import torch
     from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration, Qwen2Config
 
     out_dir = Path(out_dir)
     tokenizer = build_tiny_tokenizer(out_dir)
-    text = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=text_hidden,
-        intermediate_size=2 * text_hidden,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=8192,
-        tie_word_embeddings=True,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+    text_config = Qwen2Config(
+        **{
+            "vocab_size": len(tokenizer),
+            "hidden_size": text_hidden,
+            "intermediate_size": 2 * text_hidden,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 8192,
+            "tie_word_embeddings": True,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+            **(text or {}),
+        }
     )
     config = LlavaOnevisionConfig(
-        vision_config=tiny_vision_config().to_dict(),
-        text_config=text.to_dict(),
+        vision_config=(vision or tiny_vision_config()).to_dict(),
+        text_config=text_config.to_dict(),
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
         video_token_id=tokenizer.convert_tokens_to_ids("<video>"),
         vision_feature_layer=-1,
@@ -99,7 +114,9 @@ def build_tiny_llava_ov(out_dir: str | Path, seed: int = 0, text_hidden: int = 6
     model = LlavaOnevisionForConditionalGeneration(config).eval()
     # Random init leaves image_newline near zero scale; give it the embedding scale real checkpoints have.
     with torch.no_grad():
-        model.model.image_newline.normal_(0.0, 1.0 / text_hidden**0.5)
+        model.model.image_newline.normal_(0.0, 1.0 / text_config.hidden_size**0.5)
+    if dtype is not None:
+        model = model.to(dtype)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(str(out_dir))
