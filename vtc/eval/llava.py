@@ -125,7 +125,8 @@ class Generation:
     ttft_s: embed_video (projector, pooling, plan) + prefill + the first token's id on the host.
     decode_s_per_token: the mean time of one decode step (forward + argmax); None with a single token.
     visual_prefill: visual tokens entering layer 0 at prefill (= reduction.n_llm_tokens: markers and the
-    newline included). visible_per_layer_prefill[i]: visual keys layer i attended to at prefill;
+    newline included). n_text: the prompt's other tokens (system prompt, chat tags, question).
+    visible_per_layer_prefill[i]: visual keys layer i attended to at prefill;
     visible_per_layer_decode[i]: their mean over the decode steps (with no decode step, the prefill
     figures); visual_decode: that mean for the last layer (= visual_prefill without online pruning).
     """
@@ -136,6 +137,7 @@ class Generation:
     ttft_s: float
     decode_s_per_token: float | None
     visual_prefill: int
+    n_text: int
     visual_decode: float
     visible_per_layer_prefill: list[int]
     visible_per_layer_decode: list[float]
@@ -311,6 +313,7 @@ class LlavaRunner:
             ttft_s=ttft,
             decode_s_per_token=sum(step_s) / len(step_s) if step_s else None,
             visual_prefill=int(reduction.n_llm_tokens),
+            n_text=int(ids.shape[1]) - n_vis,
             visual_decode=float(decode[-1]),
             visible_per_layer_prefill=prefill,
             visible_per_layer_decode=decode,
@@ -431,6 +434,7 @@ class LlavaRunner:
                     ttft_s=ttft,
                     decode_s_per_token=sum(step_s[b]) / len(step_s[b]) if step_s[b] else None,
                     visual_prefill=n,
+                    n_text=len(rows[b]) - n,
                     visual_decode=float(n),
                     visible_per_layer_prefill=[n] * n_layers,
                     visible_per_layer_decode=[float(n)] * n_layers,

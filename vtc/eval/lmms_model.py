@@ -24,7 +24,7 @@ from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
 from tqdm import tqdm
 
-from vtc.eval.llava import LlavaRunner, TokenSource, check_compatible, prompt_ids
+from vtc.eval.llava import LlavaRunner, TokenSource, check_compatible
 from vtc.versions import stable_hash
 
 
@@ -84,12 +84,13 @@ class VtcLlavaOneVision(lmms):
         online: str | None = None,
         online_set: str | dict | None = None,
         answers: str | None = None,
+        source: TokenSource | None = None,
         **kwargs,
     ) -> None:
         super().__init__()
         from vtc.eval.online import get_online
 
-        self.source = TokenSource(tokens)
+        self.source = source if source is not None else TokenSource(tokens)
         self.runner = LlavaRunner(str(pretrained), device=device, dtype=dtype)
         check_compatible(self.runner.model, self.source.grid, self.source.dim)
         self.max_new_tokens = int(max_new_tokens)
@@ -102,10 +103,6 @@ class VtcLlavaOneVision(lmms):
 
     def _key(self, task: str, doc_id, context: str, gen_kwargs: dict) -> str:
         return stable_hash([task, doc_id, context, {k: gen_kwargs[k] for k in sorted(gen_kwargs)}], n=20)
-
-    def _n_text(self, context: str) -> int:
-        """Prompt tokens besides the video placeholders (system prompt, chat tags, question)."""
-        return int(prompt_ids(self.runner.tokenizer, context, 0, self.runner.video_token_id).shape[1])
 
     def generate_until(self, requests: list[Instance]) -> list[str]:
         answers: list[str | None] = [None] * len(requests)
@@ -140,7 +137,7 @@ class VtcLlavaOneVision(lmms):
                     (feats, red, ctx) for (feats, red), (_, _, _, ctx, _) in zip(loaded, chunk, strict=True)
                 ]
                 gens = self.runner.run_batch(items, max_new_tokens=max_new, online=self.online)
-            for (i, stub, _vid, context, _m), (_, red), g in zip(chunk, loaded, gens, strict=True):
+            for (i, stub, _vid, _context, _m), (_, red), g in zip(chunk, loaded, gens, strict=True):
                 rec = {
                     **stub,
                     "answer": g.text,
@@ -149,7 +146,7 @@ class VtcLlavaOneVision(lmms):
                     "visual_decode": float(g.visual_decode),
                     "visible_per_layer_prefill": list(g.visible_per_layer_prefill),
                     "visible_per_layer_decode": [float(v) for v in g.visible_per_layer_decode],
-                    "n_text": self._n_text(context),
+                    "n_text": int(g.n_text),
                     "n_new_tokens": int(g.n_new_tokens),
                     "ttft_s": float(g.ttft_s),
                     "decode_s_per_token": g.decode_s_per_token,

@@ -172,16 +172,16 @@ def evaluate(
         )
     from vtc.eval.llava import TokenSource
 
-    probe = TokenSource(tokens)
+    source = TokenSource(tokens)
     run_key = {
         "task": task,
         "data": str(Path(data).resolve()) if data else None,
         "model": model_identity(model),
-        "tokens_identity": (probe.tokens if probe.tokens is not None else probe.features).meta.get(
+        "tokens_identity": (source.tokens if source.tokens is not None else source.features).meta.get(
             "identity_hash"
         ),
         "tokens_store": str(Path(tokens).resolve()),
-        "method": probe.method,
+        "method": source.method,
         "online": online_cfg,
         "dtype": dtype,
         "device": device,
@@ -199,6 +199,7 @@ def evaluate(
         online=online,
         online_set=dict(online_params or {}),
         answers=str(out / "answers.jsonl"),
+        source=source,
     )
     try:
         res = simple_evaluate(
@@ -232,7 +233,9 @@ def evaluate(
             "tokens_store": str(Path(tokens).resolve()),
             "features_store": str(lm.source.features.path.resolve()),
             "method": lm.source.method,
-            "method_seed": (lm.source.tokens.meta["identity"].get("seed") if lm.source.tokens else None),
+            "method_seed": (
+                lm.source.tokens.meta["identity"].get("seed") if lm.source.tokens is not None else None
+            ),
             "online": online_cfg,
             "seed": seed,
             "limit": limit,
