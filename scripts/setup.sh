@@ -1,27 +1,39 @@
 #!/usr/bin/env bash
-# Set up vtc in ./.venv on a fresh machine (CPU or GPU). Idempotent: re-running only fills gaps.
-#   VTC_TORCH   torch requirement to install first (default torch==2.13.0, the CPU wheel on this
-#               project's machines; on a CUDA machine set e.g. VTC_TORCH="torch" to take the index's build)
+# Set up vtc in ./.venv on a fresh machine (CPU or GPU), every package at the version in
+# requirements/lock.txt, so the same environment comes back whatever the package index holds later.
+# Idempotent: re-running brings an existing venv back to the lock.
+#   VTC_TORCH   empty (default): the lock's torch (2.13.0, the CPU build). On a CUDA machine set e.g.
+#               VTC_TORCH=torch==2.13.0 (or VTC_TORCH=torch) to take the index's CUDA build with its own
+#               dependencies; every other package still comes from the lock, and the drift check skips torch.
 #   VTC_VENV    where the virtual environment lives (default .venv)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VTC_VENV:-.venv}
-TORCH=${VTC_TORCH:-torch==2.13.0}
+TORCH=${VTC_TORCH:-}
 PY=${PYTHON:-python3}
+LOCK=requirements/lock.txt
 
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@"; }
 
-# torch first and pinned: anything that later asks for "torch" is then satisfied and no CUDA stack is pulled.
-pip install "$TORCH"
-pip install -e ".[dev]"
-# lmms-eval without its own pins (see requirements/lmms-eval.txt for why).
-pip install -r requirements/lmms-eval.txt
-pip install --no-deps "lmms-eval==0.7.3"
+if [ -n "$TORCH" ]; then
+  pip install "$TORCH"
+  grep -viE '^torch==' "$LOCK" > "$VENV/lock-without-torch.txt"
+  LOCK="$VENV/lock-without-torch.txt"
+  echo torch > "$VENV/vtc-lock-skip"  # the drift check (scripts/check_lock.py) leaves torch out here
+else
+  rm -f "$VENV/vtc-lock-skip"
+fi
+# --no-deps: the lock is complete, so nothing is resolved here and nothing newer can slip in
+# (lmms-eval's own pins would pull a CUDA torchvision that breaks transformers on CPU torch).
+pip install --no-deps -r "$LOCK"
+pip install --no-deps --no-build-isolation -e .
 # A CUDA torchvision left over from an earlier install breaks transformers on a CPU torch.
 if ! "$VENV/bin/python" -c "import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
   "$VENV/bin/python" -m pip uninstall -y -q torchvision 2>/dev/null || true
 fi
+# The environment is exactly the lock, and pip check shows only the accepted conflicts.
+"$VENV/bin/python" scripts/check_lock.py
 "$VENV/bin/python" - <<'PY'
 import importlib.metadata as md
 from transformers import LlavaOnevisionForConditionalGeneration, SiglipVisionModel  # noqa: F401
