@@ -71,6 +71,7 @@ def test_pipeline_artifacts(tiny_ckpt, tmp_path):
         "results.json",
         "run.json",  # what the answers in the journal were produced with
         "answers.jsonl",  # one line per answered question: resume point
+        ".lock",  # held by the one evaluation writing into this --out
         "task/vtc_videomme_local.yaml",
         "task/vtc_task_utils.py",
     }

@@ -17,10 +17,9 @@ looks complete, never a duplicate. Looking a video up reads the index, not a dir
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
-import os
 import re
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,12 +27,24 @@ from typing import Any
 
 import numpy as np
 
+from vtc.cache.jsonl import append_jsonl, exclusive, missing_fields, read_jsonl
 from vtc.errors import VtcError
 from vtc.versions import library_versions, stable_hash
 
 SCHEMA_VERSION = 1
 INDEX_FILE = "index.jsonl"
 LOCK_FILE = ".lock"
+# Fields an index line must have to count; anything else is a foreign line and is skipped with a warning.
+_ENTRY_FIELDS = {"done": ("id", "status", "key"), "failed": ("id", "status", "reason")}
+_DONE_FIELDS = {"tokens": ("n_input_tokens", "n_llm_tokens", "n_frames")}  # what readers of the kind use
+
+
+def _entry_problem(e: dict, kind: str | None) -> str | None:
+    status = e.get("status")
+    if status not in _ENTRY_FIELDS:
+        return "missing field 'status'" if status is None else f"unknown status {status!r}"
+    fields = _ENTRY_FIELDS[status] + (_DONE_FIELDS.get(kind, ()) if status == "done" else ())
+    return missing_fields(e, fields) or (None if isinstance(e["id"], str) else "'id' is not a string")
 
 
 def video_key(video_id: str) -> str:
@@ -60,6 +71,7 @@ class Store:
         self._group = group
         self.meta = meta
         self._entries: dict[str, dict] | None = None
+        self.created = False  # set by create() when this process made the store
 
     # ---------------------------------------------------------------- open / create
     @classmethod
@@ -68,12 +80,32 @@ class Store:
 
         ``identity`` is what makes two runs' outputs comparable (encoder, layer, preprocessing, sampling,
         method config...). Appending to a store whose identity differs is refused with a one-line error.
-        ``provenance`` is recorded on creation only (versions, command, time).
+        ``provenance`` is recorded on creation only (versions, command, time). The check and the creation
+        happen under the store's write lock, so two runs started together cannot both create it (or one
+        write under the other's identity). ``created`` tells whether this call made the store.
         """
-        import zarr
-
         path = Path(path)
         identity = json.loads(json.dumps(identity))  # normalise tuples/ints exactly as stored
+        if not (path / "zarr.json").exists() and _foreign_dir(path):
+            raise VtcError(f"{path} exists and is not a vtc store; choose a new path")
+        made_dir = not path.exists()
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise VtcError(f"cannot create {path}: {e.strerror}") from None
+        with exclusive(path / LOCK_FILE, str(path)):
+            try:
+                return cls._create_locked(path, kind, identity, provenance)
+            except BaseException:
+                # Only what this call made, and under the lock: never another run's store in the making.
+                if made_dir and not (path / "zarr.json").exists():
+                    shutil.rmtree(path, ignore_errors=True)
+                raise
+
+    @classmethod
+    def _create_locked(cls, path: Path, kind: str, identity: dict, provenance: dict | None) -> Store:
+        import zarr
+
         if (path / "zarr.json").exists():
             store = cls.open(path, kind=kind)
             diff = _first_difference(store.meta.get("identity"), identity)
@@ -82,9 +114,8 @@ class Store:
                     f"refusing to append to {path}: different provenance ({diff}); use a new store"
                 )
             return store
-        if path.exists() and any(path.iterdir()):
+        if _foreign_dir(path):
             raise VtcError(f"{path} exists and is not a vtc store; choose a new path")
-        group = zarr.open_group(str(path), mode="a")
         meta = {
             "schema": SCHEMA_VERSION,
             "kind": kind,
@@ -94,10 +125,14 @@ class Store:
             "versions": library_versions(),
             **(provenance or {}),
         }
-        group.attrs.update({"vtc": meta})
-        group.require_group("videos")
         (path / INDEX_FILE).touch()
-        return cls(path, group, meta)
+        # zarr.json is written once, with the attributes: a run killed here leaves no group that looks
+        # like a store without being one.
+        group = zarr.create_group(str(path), attributes={"vtc": meta})
+        group.require_group("videos")
+        store = cls(path, group, meta)
+        store.created = True
+        return store
 
     @classmethod
     def open(cls, path: str | Path, kind: str | None = None) -> Store:
@@ -126,20 +161,11 @@ class Store:
 
     # ---------------------------------------------------------------- index
     def entries(self, reload: bool = False) -> dict[str, dict]:
-        """id -> latest index entry. A torn last line (killed mid-append) is ignored."""
+        """id -> latest index entry. Torn, damaged or foreign lines are skipped with one warning."""
         if self._entries is None or reload:
-            entries: dict[str, dict] = {}
-            index = self.path / INDEX_FILE
-            if index.exists():
-                with open(index, encoding="utf-8") as f:
-                    for line in f:
-                        try:
-                            e = json.loads(line)
-                        except json.JSONDecodeError:
-                            continue  # only ever the torn tail of a killed append
-                        if isinstance(e, dict) and "id" in e:
-                            entries[e["id"]] = e
-            self._entries = entries
+            kind = self.meta.get("kind")
+            lines = read_jsonl(self.path / INDEX_FILE, lambda e: _entry_problem(e, kind))
+            self._entries = {e["id"]: e for e in lines}
         return self._entries
 
     def done(self) -> dict[str, dict]:
@@ -149,32 +175,34 @@ class Store:
         return {k: e for k, e in self.entries().items() if e["status"] == "failed"}
 
     def _append(self, entry: dict) -> None:
-        line = json.dumps(entry, sort_keys=True) + "\n"
-        with open(self.path / INDEX_FILE, "a", encoding="utf-8") as f:
-            # A torn previous line must not swallow this one: start on a fresh line if needed.
-            if f.tell() > 0:
-                with open(self.path / INDEX_FILE, "rb") as r:
-                    r.seek(-1, os.SEEK_END)
-                    if r.read(1) != b"\n":
-                        f.write("\n")
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+        append_jsonl(self.path / INDEX_FILE, entry)
         self.entries()[entry["id"]] = entry
 
     # ---------------------------------------------------------------- write
     @contextlib.contextmanager
     def writing(self) -> Iterator[Store]:
         """Hold the store's write lock: a second writer fails at once instead of interleaving."""
-        fd = os.open(self.path / LOCK_FILE, os.O_CREAT | os.O_RDWR, 0o644)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise VtcError(f"{self.path} is being written by another process") from None
+        with exclusive(self.path / LOCK_FILE, str(self.path)):
             yield self
-        finally:
-            os.close(fd)
+
+    @contextlib.contextmanager
+    def discarded_on_error(self) -> Iterator[Store]:
+        """On an error inside, :meth:`discard_if_unused`; list it before :meth:`writing` in one ``with``
+        so the write lock is released first."""
+        try:
+            yield self
+        except BaseException:
+            self.discard_if_unused()
+            raise
+
+    def discard_if_unused(self) -> None:
+        """Remove the store if this process created it and nothing was recorded in it: a run that failed
+        a precondition (a missing array, a broken checkpoint) must not leave an empty store behind."""
+        if not self.created:
+            return
+        with contextlib.suppress(VtcError), exclusive(self.path / LOCK_FILE, str(self.path)):
+            if not self.entries(reload=True):
+                shutil.rmtree(self.path, ignore_errors=True)
 
     def write(
         self,
@@ -221,3 +249,22 @@ class Store:
 
     def nbytes(self) -> int:
         return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+
+
+def _foreign_dir(path: Path) -> bool:
+    """A non-empty directory (or a file) that is not a vtc store: ours may hold only the lock file."""
+    if not path.exists():
+        return False
+    return not path.is_dir() or any(p.name != LOCK_FILE for p in path.iterdir())
+
+
+def non_finite(arrays: dict) -> str | None:
+    """Why these arrays (numpy or CPU torch) must not be stored or used: NaN or ±inf values; else None.
+    One NaN feature silently changes every reducer's token counts and every answer downstream."""
+    for name, a in arrays.items():
+        if a is None:
+            continue
+        finite = np.isfinite(np.asarray(a))
+        if not finite.all():
+            return f"non-finite {name} ({finite.size - int(finite.sum())} of {finite.size} values NaN or inf)"
+    return None

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from vtc.cli.app import app
-from vtc.cli.options import Json, Quiet, Seed, console
+from vtc.cli.options import Json, Quiet, Seed, console, print_problems
 from vtc.errors import VtcError
 
 
@@ -92,9 +92,16 @@ def compress(
         console=con,
         batch_size=batch_size,
     )
+    print_problems(s.failed)
     if json_out:
         print(json.dumps(s.to_dict(), indent=2))
-        return
+    else:
+        _print_summary(con, s)
+    if s.failed:
+        raise typer.Exit(1)
+
+
+def _print_summary(con, s) -> None:
     from rich.table import Table
 
     t = Table(title=f"compress {s.method['method']} → {s.out}")

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from vtc.cli.app import app
-from vtc.cli.options import Device, Dtype, Json, Quiet, console
+from vtc.cli.options import Device, Dtype, Json, Quiet, console, print_problems
 
 
 @app.command(
@@ -89,6 +89,7 @@ def extract(
         quiet=quiet,
         console=con,
     )
+    print_problems(s.failed, s.warnings)
     if json_out:
         print(json.dumps(s.to_dict(), indent=2))
     else:
@@ -99,7 +100,5 @@ def extract(
             t.add_column(col, justify="right")
         t.add_row(str(s.done), str(s.skipped), str(len(s.failed)), str(s.frames), f"{s.frames_per_s:.1f}")
         con.print(t)
-        for f in s.failed:
-            con.print(f"[red]failed[/] {f['id']} ({f['path']}): {f['reason']}", highlight=False)
     if s.failed:
         raise typer.Exit(1)

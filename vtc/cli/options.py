@@ -18,3 +18,16 @@ def console(quiet: bool = False, json_out: bool = False):
     from rich.console import Console
 
     return Console(stderr=json_out, quiet=quiet)
+
+
+def print_problems(failed: list[dict], warnings: list[str] = ()) -> None:
+    """One stderr line per warning and per failed video, even with --quiet or --json: a script must see
+    what was skipped."""
+    from rich.console import Console
+
+    err = Console(stderr=True)
+    for w in warnings:
+        err.print(f"[yellow]warning[/] {w}", highlight=False)
+    for f in failed:
+        where = f" ({f['path']})" if f.get("path") else ""
+        err.print(f"[red]failed[/] {f['id']}{where}: {f['reason']}", highlight=False)

@@ -54,14 +54,33 @@ class Preprocess:
         return out.mul_(1.0 / (255.0 * std)).sub_(mean / std)
 
 
-def _resolve_config(model_id: str):
+def load_config(model_id: str):
+    """The checkpoint's config, or a one-line error (no config.json, unknown id, unreadable JSON)."""
+    from pathlib import Path
+
     from transformers import AutoConfig
 
+    if Path(model_id).is_dir() and not (Path(model_id) / "config.json").is_file():
+        raise VtcError(f"{model_id} is not a checkpoint: {Path(model_id) / 'config.json'} is missing")
     try:
         return AutoConfig.from_pretrained(model_id)
-    except OSError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise VtcError(f"cannot load model config '{model_id}': {first}") from None
+    except Exception as e:  # OSError, a JSON error in config.json, an unknown model type (ValueError)
+        raise load_error(model_id, e, "model config") from None
+
+
+def load_error(model_id: str, e: BaseException, what: str = "weights") -> VtcError:
+    """One line for a checkpoint that fails to load, naming its weight files where it is a local dir
+    (a truncated model.safetensors raises deep inside safetensors)."""
+    from pathlib import Path
+
+    text = str(e).strip().splitlines()
+    first = f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+    where = model_id
+    p = Path(model_id)
+    if p.is_dir() and what == "weights":
+        files = sorted(f.name for f in p.glob("*.safetensors")) or sorted(f.name for f in p.glob("*.bin"))
+        where = ", ".join(str(p / f) for f in files) or f"{model_id} (no weight file)"
+    return VtcError(f"cannot load {what} of '{model_id}' from {where}: {first}")
 
 
 def _config_hash(config) -> str:
@@ -84,7 +103,7 @@ class VisionEncoder:
     def __post_init__(self):
         if self.dtype not in DTYPES:
             raise VtcError(f"unknown dtype '{self.dtype}'; valid: {', '.join(DTYPES)}")
-        config = _resolve_config(self.model_id)
+        config = load_config(self.model_id)
         self.source = config.model_type
         if config.model_type == "llava_onevision":
             self.vision_config = config.vision_config
@@ -135,16 +154,21 @@ class VisionEncoder:
         # A full SigLIP checkpoint (text tower too) would print a load report of every unused text weight.
         hf_logging.set_verbosity_error()
         torch_dtype = getattr(torch, DTYPES[self.dtype])
-        if self.source == "llava_onevision":
-            from transformers import LlavaOnevisionForConditionalGeneration
+        try:
+            if self.source == "llava_onevision":
+                from transformers import LlavaOnevisionForConditionalGeneration
 
-            full = LlavaOnevisionForConditionalGeneration.from_pretrained(self.model_id, dtype=torch_dtype)
-            tower = full.model.vision_tower
-            del full  # only the tower is kept; the LLM's weights are freed
-        else:
-            from transformers import SiglipVisionModel
+                full = LlavaOnevisionForConditionalGeneration.from_pretrained(
+                    self.model_id, dtype=torch_dtype
+                )
+                tower = full.model.vision_tower
+                del full  # only the tower is kept; the LLM's weights are freed
+            else:
+                from transformers import SiglipVisionModel
 
-            tower = SiglipVisionModel.from_pretrained(self.model_id, dtype=torch_dtype)
+                tower = SiglipVisionModel.from_pretrained(self.model_id, dtype=torch_dtype)
+        except Exception as e:
+            raise load_error(self.model_id, e) from None
         # Keep only the layers up to the one stored: hidden_states[k] is the output of layer k, so the
         # layers after it (and the post-layernorm, which LLaVA-OV never uses) are dead compute.
         body = getattr(tower, "vision_model", tower)  # transformers 4.x nests it; 5.x does not

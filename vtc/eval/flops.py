@@ -28,6 +28,7 @@ implementation that only masks them computes as much as without pruning.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -284,6 +285,13 @@ def paper_flops(
     return {"prefill": prefill, "decode": decode, "total": prefill + decode}
 
 
+def dycoke_keep(n_visual: int, p: float) -> int:
+    """Visual tokens DyCoke's KV pruning keeps of ``n_visual`` when it prunes the fraction ``p``:
+    floor((1 − p)·N), the official ``int(N·(1−P))``, with 1e-9 so that a product like (1 − 0.9)·10 =
+    0.99999… keeps 1, not 0. The one definition, for evaluation and for `vtc flops` alike."""
+    return max(0, min(n_visual, math.floor((1.0 - p) * n_visual + 1e-9)))
+
+
 def online_pruning(
     shape: LLMShape,
     n_visual: int,
@@ -295,9 +303,8 @@ def online_pruning(
     """(visible_prefill, visible_decode) per layer for FastV and/or DyCoke's KV pruning.
 
     FastV: layers < K see all ``n_visual`` tokens, layers ≥ K the R kept (at most ``n_visual``).
-    DyCoke decode: layers ≥ L see ``int((1 − P) · v)`` of the v visual tokens their cache holds
-    (rounded down; the pruning engineer's code may round differently — pass exact per-layer lists
-    to :func:`llm_flops` then). Prefill is untouched by DyCoke's second stage.
+    DyCoke decode: layers ≥ L see :func:`dycoke_keep` ``(v, P)`` of the v visual tokens their cache
+    holds, the count evaluation keeps. Prefill is untouched by DyCoke's second stage.
     """
     L = shape.layers
     pre = [n_visual] * L
@@ -317,7 +324,7 @@ def online_pruning(
             raise VtcError(f"DyCoke L must lie in [0, {L}] (the LLM has {L} layers), got {dycoke_l}")
         if not 0.0 <= dycoke_p <= 1.0:
             raise VtcError(f"DyCoke P must lie in [0, 1], got {dycoke_p}")
-        dec = [v if i < dycoke_l else int((1.0 - dycoke_p) * v) for i, v in enumerate(pre)]
+        dec = [v if i < dycoke_l else dycoke_keep(v, dycoke_p) for i, v in enumerate(pre)]
     return pre, dec
 
 

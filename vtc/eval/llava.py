@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vtc.cache import Store
+from vtc.cache import Store, non_finite
 from vtc.errors import VtcError
 
 # The Qwen2 chat format LLaVA-OV was trained with (LLaVA-NeXT's "qwen_1_5" conversation template,
@@ -76,6 +76,9 @@ class TokenSource:
             from vtc.stages.compress import load_reduction
 
             red = load_reduction(self.tokens, video_id)
+        bad = non_finite({"features": x, "tokens": getattr(red, "tokens", None)})
+        if bad:  # the LLM would answer on garbage and the run would still score it
+            raise VtcError(f"video '{video_id}' has {bad}; re-extract it (vtc extract skips such videos)")
         return x, red
 
 
@@ -180,9 +183,17 @@ class LlavaRunner:
         from transformers import AutoTokenizer, LlavaOnevisionForConditionalGeneration
         from transformers.utils import logging as hf_logging
 
-        from vtc.encoders.vision import DTYPES
+        from vtc.encoders.vision import DTYPES, load_config, load_error
 
         hf_logging.disable_progress_bar()
+        config = load_config(self.model_id)
+        if config.model_type != "llava_onevision":
+            # Checked before anything is built: a default-size model from a foreign config can exhaust memory.
+            raise VtcError(
+                f"'{self.model_id}' is a {config.model_type} checkpoint; vtc eval needs a LLaVA-OneVision "
+                "checkpoint (e.g. llava-hf/llava-onevision-qwen2-0.5b-ov-hf)"
+            )
+        self.config = config
         try:
             self.model = (
                 LlavaOnevisionForConditionalGeneration.from_pretrained(
@@ -192,10 +203,8 @@ class LlavaRunner:
                 .eval()
             )
             self.tokenizer = AutoTokenizer.from_pretrained(self.model_id)
-        except OSError as e:
-            raise VtcError(
-                f"cannot load LLaVA-OneVision '{self.model_id}': {str(e).splitlines()[0]}"
-            ) from None
+        except Exception as e:
+            raise load_error(self.model_id, e) from None
         self.video_token_id = self.model.config.video_token_id
 
     def inputs(self, features, reduction, question: str) -> dict:

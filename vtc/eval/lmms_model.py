@@ -16,14 +16,13 @@ generating again: an interrupted evaluation resumes where it stopped and scores 
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
 from tqdm import tqdm
 
+from vtc.cache.jsonl import append_jsonl, missing_fields, read_jsonl
 from vtc.eval.llava import LlavaRunner, TokenSource, check_compatible
 from vtc.versions import stable_hash
 
@@ -44,29 +43,21 @@ def parse_online_set(spec: str | None) -> dict[str, str]:
 class AnswerJournal:
     """Append-only JSONL of answered requests, keyed by a hash of (task, doc, prompt, generation args).
 
-    One line per answer, flushed and fsynced as it is written; a torn last line (a crash mid-write) is
-    ignored on read, so a half-written answer never counts as done.
+    One line per answer, flushed and fsynced as it is written; a torn, damaged or foreign line is skipped
+    on read with one warning, so a half-written answer never counts as done (it is generated again).
     """
+
+    # What a line needs to stand in for a generated answer (scoring, token counts and FLOPs read these).
+    FIELDS = ("key", "task", "doc_id", "video", "answer", "visual_tokens", "n_text", "n_new_tokens")
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.done: dict[str, dict] = {}
-        if self.path.exists():
-            with open(self.path, encoding="utf-8") as f:
-                for line in f:
-                    try:
-                        rec = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue
-                    if isinstance(rec, dict) and "key" in rec:
-                        self.done[rec["key"]] = rec
+        lines = read_jsonl(self.path, lambda rec: missing_fields(rec, self.FIELDS))
+        self.done: dict[str, dict] = {rec["key"]: rec for rec in lines}
 
     def append(self, rec: dict) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(rec, default=str) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        append_jsonl(self.path, rec)
         self.done[rec["key"]] = rec
 
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
-import math
 import sys
 
 import torch
@@ -212,7 +211,9 @@ class DyCokeKV:
             raise ValueError(f"tau must be in [0, 1], got {self.tau}")
 
     def n_keep(self, n_visual: int) -> int:
-        return max(0, min(n_visual, math.floor((1.0 - self.p) * n_visual + 1e-9)))
+        from vtc.eval.flops import dycoke_keep
+
+        return dycoke_keep(n_visual, self.p)
 
     def first_pruned_layer(self) -> int:
         return self.l

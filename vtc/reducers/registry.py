@@ -7,6 +7,7 @@ so the config saved beside an artifact (`reducer_config`) rebuilds it exactly (`
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 
 from vtc.errors import VtcError
@@ -80,13 +81,19 @@ def convert_param(method: str, key: str, value, typ: type):
             except ValueError:
                 pass
     elif typ is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value.strip())
+                number = float(value.strip())
             except ValueError:
                 pass
+        if number is not None:
+            if math.isfinite(number):
+                return number
+            # NaN and inf would reach zarr.json, which then is not JSON, and no method means anything by them
+            raise ReducerError(f"bad value {value!r} for {method}.{key}: must be a finite number")
     elif typ is str:
         if isinstance(value, str):
             return value

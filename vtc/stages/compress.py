@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vtc.cache import Store
+from vtc.cache import Store, non_finite
 from vtc.errors import VtcError
 from vtc.stages.progress import progress_bar
 from vtc.versions import stable_hash
@@ -159,6 +159,9 @@ def compress(
         "method": config,
         "seed": seed,
     }
+    needs = type(reducer).info.needs
+    if needs and feats.done():  # checked before the output exists, so a refusal leaves nothing behind
+        _check_needs(feats.read(next(iter(feats.done())))[0], needs, config["method"], store)
     tok = Store.create(
         out, "tokens", identity, provenance={"stage": "compress", "parent_identity": feats.meta["identity"]}
     )
@@ -171,20 +174,15 @@ def compress(
     summary.skipped = len(feats.done()) - len(todo)
     t0 = time.perf_counter()
     with (
+        tok.discarded_on_error(),
         tok.writing(),
         progress_bar(f"compress {config['method']}", len(todo), "videos", quiet, console) as bar,
     ):
-        needs = type(reducer).info.needs
 
         def load(vid):
             """Features (+ the per-video arrays the method needs) of one video, read from zarr."""
             arrays, _ = feats.read(vid)
-            missing = [n for n in needs if n not in arrays]
-            if missing:
-                raise VtcError(
-                    f"method {config['method']} needs '{missing[0]}' per video, which {store} does not have "
-                    f"(extract with --save-{missing[0]})"
-                )
+            _check_needs(arrays, needs, config["method"], store)
             x = torch.from_numpy(arrays["features"][...])
             return x, {n: torch.from_numpy(np.asarray(arrays[n][...])) for n in needs}
 
@@ -228,7 +226,22 @@ def compress(
                     if queued < len(todo):
                         pending.append(reader.submit(load, todo[queued]))
                         queued += 1
-                xs, auxs = [x for x, _ in loaded], [a for _, a in loaded]
+                # A video with NaN or inf features is recorded as failed: a reducer would turn them into
+                # NaN tokens and different token counts without a word.
+                keep = []
+                for vid, (x, aux) in zip(vids, loaded, strict=True):
+                    bad = non_finite({"features": x, **aux})
+                    if bad:
+                        tok.fail(vid, bad)
+                        summary.failed.append({"id": vid, "reason": bad})
+                        bar.note(f"[yellow]skipped[/] {vid}: {bad}")
+                        bar.advance(1, 1)
+                    else:
+                        keep.append((vid, x, aux))
+                if not keep:
+                    continue
+                vids = [v for v, _, _ in keep]
+                xs, auxs = [x for _, x, _ in keep], [a for _, _, a in keep]
                 # Seeded per video from (seed, id) so the result does not depend on processing order
                 # (reducers that run per video get it right before their video).
                 seeds = [int(stable_hash([seed, vid], 15), 16) for vid in vids]
@@ -246,6 +259,16 @@ def compress(
         summary.llm_tokens += e["n_llm_tokens"]
         summary.stock_tokens += stock_llm_tokens(e["n_frames"], grid)
     return summary
+
+
+def _check_needs(arrays: dict, needs: tuple[str, ...], method: str, store) -> None:
+    """Refuse a method whose per-video arrays (e.g. attention) a video of the feature store lacks."""
+    missing = [n for n in needs if n not in arrays]
+    if missing:
+        raise VtcError(
+            f"method {method} needs '{missing[0]}' per video, which {store} does not have "
+            f"(extract with --save-{missing[0]})"
+        )
 
 
 def load_reduction(tok: Store, video_id: str):

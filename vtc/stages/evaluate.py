@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+from vtc.cache.jsonl import exclusive
 from vtc.errors import VtcError
 from vtc.versions import library_versions
 
@@ -78,7 +79,17 @@ def _check_resume(out: Path, run_key: dict, fresh: bool) -> None:
     if fresh:
         journal.unlink(missing_ok=True)
     elif run_file.exists() and journal.exists():
-        old = json.loads(run_file.read_text())
+        try:
+            old = json.loads(run_file.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            old = None
+        if not isinstance(
+            old, dict
+        ):  # torn by a crash, or not ours: which run the answers belong to is unknown
+            raise VtcError(
+                f"{run_file} is unreadable, so the answers in {journal.name} cannot be matched to this run; "
+                "use --fresh to discard them, or another --out"
+            )
         diff = next((k for k in sorted(set(old) | set(run_key)) if old.get(k) != run_key.get(k)), None)
         if diff is not None:
             raise VtcError(
@@ -139,120 +150,124 @@ def evaluate(
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    include_paths = [str(include)] if include else []
-    task_name = task
-    if data is not None:
-        task_name = write_local_task(task, data, out / "task")
-        include_paths.append(str(out / "task"))
-    if online_params and not online:
-        raise VtcError("--set configures an online method: add --online dycoke-kv or --online fastv")
-    online_cfg = online_config(get_online(online, **(online_params or {}))) if online else None
-    if online and batch_size > 1:
-        raise VtcError("online methods run at --batch-size 1 (each sample has its own KV selection)")
+    # One evaluation per --out at a time: two would both append to the journal and both write results.
+    with exclusive(out / ".lock", f"evaluation output {out}"):
+        include_paths = [str(include)] if include else []
+        task_name = task
+        if data is not None:
+            task_name = write_local_task(task, data, out / "task")
+            include_paths.append(str(out / "task"))
+        if online_params and not online:
+            raise VtcError("--set configures an online method: add --online dycoke-kv or --online fastv")
+        online_cfg = online_config(get_online(online, **(online_params or {}))) if online else None
+        if online and batch_size > 1:
+            raise VtcError("online methods run at --batch-size 1 (each sample has its own KV selection)")
 
-    t0 = time.perf_counter()
-    from lmms_eval.evaluator import simple_evaluate
-    from lmms_eval.tasks import TaskManager
+        t0 = time.perf_counter()
+        from lmms_eval.evaluator import simple_evaluate
+        from lmms_eval.tasks import TaskManager
 
-    from vtc.eval.lmms_model import VtcLlavaOneVision
+        from vtc.eval.lmms_model import VtcLlavaOneVision
 
-    for name in ("lmms-eval", "datasets", "evaluate"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    # lmms-eval logs through loguru to stdout; keep stdout for vtc's own output (tables, --json).
+        for name in ("lmms-eval", "datasets", "evaluate"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+        # lmms-eval logs through loguru to stdout; keep stdout for vtc's own output (tables, --json).
 
-    from loguru import logger
+        from loguru import logger
 
-    logger.remove()
-    logger.add(sys.stderr, level="ERROR")
-    # A local copy needs only its own YAML: indexing lmms-eval's ~3,000 task files takes ~20 s.
-    tm = TaskManager(verbosity="ERROR", include_path=include_paths or None, include_defaults=data is None)
-    if task_name not in tm.all_tasks:
-        raise VtcError(
-            f"unknown task '{task_name}' (not in lmms-eval's registry or {include_paths or 'any --include dir'})"
-        )
-    from vtc.eval.llava import TokenSource
+        logger.remove()
+        logger.add(sys.stderr, level="ERROR")
+        # A local copy needs only its own YAML: indexing lmms-eval's ~3,000 task files takes ~20 s.
+        tm = TaskManager(verbosity="ERROR", include_path=include_paths or None, include_defaults=data is None)
+        if task_name not in tm.all_tasks:
+            raise VtcError(
+                f"unknown task '{task_name}' (not in lmms-eval's registry or {include_paths or 'any --include dir'})"
+            )
+        from vtc.eval.llava import TokenSource
 
-    source = TokenSource(tokens)
-    run_key = {
-        "task": task,
-        "data": str(Path(data).resolve()) if data else None,
-        "model": model_identity(model),
-        "tokens_identity": (source.tokens if source.tokens is not None else source.features).meta.get(
-            "identity_hash"
-        ),
-        "tokens_store": str(Path(tokens).resolve()),
-        "method": source.method,
-        "online": online_cfg,
-        "dtype": dtype,
-        "device": device,
-        "max_new_tokens": max_new_tokens,
-    }
-    _check_resume(out, run_key, fresh)
-    memory = _PeakMemory(device)
-    lm = VtcLlavaOneVision(
-        pretrained=model,
-        tokens=str(tokens),
-        device=device,
-        dtype=dtype,
-        batch_size=batch_size,
-        max_new_tokens=max_new_tokens,
-        online=online,
-        online_set=dict(online_params or {}),
-        answers=str(out / "answers.jsonl"),
-        source=source,
-    )
-    try:
-        res = simple_evaluate(
-            model=lm,
-            tasks=[task_name],
-            task_manager=tm,
-            limit=limit,
-            log_samples=True,
-            bootstrap_iters=0,
-            random_seed=seed,
-            numpy_random_seed=seed,
-            torch_random_seed=seed,
-            verbosity="ERROR",
-            process_docs_parallel=1,
-        )
-    except VtcError:
-        raise
-    except Exception as e:  # lmms-eval's own CLI swallows these and exits 0; vtc does not
-        raise VtcError(f"lmms-eval failed on task '{task_name}': {_one_line(e)}") from e
-    if not res or not res.get("results", {}).get(task_name) or not lm.sample_log:
-        raise VtcError(f"lmms-eval returned no results for '{task_name}' (dataset empty or failed to load)")
-    wall = time.perf_counter() - t0
-
-    results = summarise(task, task_name, res, lm.sample_log)
-    results["measured"] = measured(lm.sample_log, memory.read(), lm.resumed)
-    results["flops"] = flops_summary(lm, lm.sample_log)
-    results.update(
-        {
-            "wall_time_s": round(wall, 3),
-            "model": model,
-            "tokens_store": str(Path(tokens).resolve()),
-            "features_store": str(lm.source.features.path.resolve()),
-            "method": lm.source.method,
-            "method_seed": (
-                lm.source.tokens.meta["identity"].get("seed") if lm.source.tokens is not None else None
-            ),
-            "online": online_cfg,
-            "seed": seed,
-            "limit": limit,
-            "batch_size": batch_size,
-            "device": device,
-            "dtype": dtype,
+        source = TokenSource(tokens)
+        run_key = {
+            "task": task,
             "data": str(Path(data).resolve()) if data else None,
-            "versions": library_versions(),
-            "git": git_hash(),
+            "model": model_identity(model),
+            "tokens_identity": (source.tokens if source.tokens is not None else source.features).meta.get(
+                "identity_hash"
+            ),
+            "tokens_store": str(Path(tokens).resolve()),
+            "method": source.method,
+            "online": online_cfg,
+            "dtype": dtype,
+            "device": device,
+            "max_new_tokens": max_new_tokens,
         }
-    )
-    (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
-    if log_samples:
-        with open(out / "samples.jsonl", "w", encoding="utf-8") as f:
-            for s in res.get("samples", {}).get(task_name, []):
-                f.write(json.dumps(s, default=str) + "\n")
-    return results
+        _check_resume(out, run_key, fresh)
+        memory = _PeakMemory(device)
+        lm = VtcLlavaOneVision(
+            pretrained=model,
+            tokens=str(tokens),
+            device=device,
+            dtype=dtype,
+            batch_size=batch_size,
+            max_new_tokens=max_new_tokens,
+            online=online,
+            online_set=dict(online_params or {}),
+            answers=str(out / "answers.jsonl"),
+            source=source,
+        )
+        try:
+            res = simple_evaluate(
+                model=lm,
+                tasks=[task_name],
+                task_manager=tm,
+                limit=limit,
+                log_samples=True,
+                bootstrap_iters=0,
+                random_seed=seed,
+                numpy_random_seed=seed,
+                torch_random_seed=seed,
+                verbosity="ERROR",
+                process_docs_parallel=1,
+            )
+        except VtcError:
+            raise
+        except Exception as e:  # lmms-eval's own CLI swallows these and exits 0; vtc does not
+            raise VtcError(f"lmms-eval failed on task '{task_name}': {_one_line(e)}") from e
+        if not res or not res.get("results", {}).get(task_name) or not lm.sample_log:
+            raise VtcError(
+                f"lmms-eval returned no results for '{task_name}' (dataset empty or failed to load)"
+            )
+        wall = time.perf_counter() - t0
+
+        results = summarise(task, task_name, res, lm.sample_log)
+        results["measured"] = measured(lm.sample_log, memory.read(), lm.resumed)
+        results["flops"] = flops_summary(lm, lm.sample_log)
+        results.update(
+            {
+                "wall_time_s": round(wall, 3),
+                "model": model,
+                "tokens_store": str(Path(tokens).resolve()),
+                "features_store": str(lm.source.features.path.resolve()),
+                "method": lm.source.method,
+                "method_seed": (
+                    lm.source.tokens.meta["identity"].get("seed") if lm.source.tokens is not None else None
+                ),
+                "online": online_cfg,
+                "seed": seed,
+                "limit": limit,
+                "batch_size": batch_size,
+                "device": device,
+                "dtype": dtype,
+                "data": str(Path(data).resolve()) if data else None,
+                "versions": library_versions(),
+                "git": git_hash(),
+            }
+        )
+        (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+        if log_samples:
+            with open(out / "samples.jsonl", "w", encoding="utf-8") as f:
+                for s in res.get("samples", {}).get(task_name, []):
+                    f.write(json.dumps(s, default=str) + "\n")
+        return results
 
 
 def _stats(values: list[float]) -> dict | None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vtc.cache import Store
+from vtc.cache import Store, non_finite
 from vtc.errors import VtcError
 from vtc.stages.inputs import resolve_inputs
 from vtc.stages.progress import progress_bar
@@ -22,6 +22,7 @@ class ExtractSummary:
     done: int = 0
     skipped: int = 0  # already in the store from an earlier run
     failed: list[dict] = field(default_factory=list)  # {"id", "path", "reason"}
+    warnings: list[str] = field(default_factory=list)  # inputs that gave no video, and the like
     frames: int = 0
     seconds: float = 0.0
 
@@ -78,7 +79,8 @@ def extract(
         policy = SamplingPolicy(frames=None if fps else frames, fps=fps, max_frames=max_frames)
     except ValueError as e:
         raise VtcError(str(e)) from None
-    items = resolve_inputs(inputs)
+    warnings: list[str] = []
+    items = resolve_inputs(inputs, warnings)
     if not items:
         raise VtcError("no input videos (give files, directories, globs or a .csv/.jsonl manifest)")
 
@@ -89,8 +91,7 @@ def extract(
         features_identity(encoder, policy, storage_dtype, save_attention),
         provenance={"stage": "extract"},
     )
-    summary = ExtractSummary(store=str(store))
-
+    summary = ExtractSummary(store=str(store), warnings=warnings)
     done = st.done()
     todo = []
     for vid, path in items:
@@ -105,6 +106,7 @@ def extract(
     t0 = time.perf_counter()
     np_dtype = np.dtype(storage_dtype)
     with (
+        st.discarded_on_error(),  # a checkpoint that fails to load leaves no empty store behind
         st.writing(),
         DecodeWorker(
             policy, backend=backend, size=encoder.preprocess.size, timeout=timeout, _decode_fn=_decode_fn
@@ -127,6 +129,14 @@ def extract(
             else:
                 feats = encoder.encode(result.frames, batch_size=batch_size)
             feats = feats.numpy().astype(np_dtype)
+            bad = non_finite({"features": feats, **extra})  # after the cast: float16 overflows to inf
+            if bad:
+                bad += " from the tower; check the checkpoint"
+                st.fail(vid, bad, source=str(path))
+                summary.failed.append({"id": vid, "path": str(path), "reason": bad})
+                bar.note(f"[yellow]skipped[/] {vid}: {bad}")
+                bar.advance(1, 0)
+                continue
             fp = fingerprint(path)
             n, hw, c = feats.shape
             st.write(

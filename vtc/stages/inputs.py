@@ -39,18 +39,21 @@ def _read_manifest(path: Path) -> list[tuple[str | None, str]]:
     return out
 
 
-def resolve_inputs(inputs: list[str]) -> list[tuple[str, str]]:
+def resolve_inputs(inputs: list[str], warnings: list[str] | None = None) -> list[tuple[str, str]]:
     """Expand inputs into (video_id, path) pairs, in a stable order.
 
     Ids: a manifest's ``video_id`` when given; otherwise the file stem, or — where two files share a
     stem — their path relative to the common parent with '/' kept, so ids never depend on run order.
-    A path that does not exist is kept (it is recorded as a failure, not silently dropped).
+    A path that does not exist is kept (it is recorded as a failure, not silently dropped). A directory
+    with no video file in it is named in ``warnings`` (when given) instead of vanishing silently.
     """
     explicit: list[tuple[str | None, str]] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
             found = sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in VIDEO_EXTS)
+            if not found and warnings is not None:
+                warnings.append(f"{item}: directory holds no video file ({', '.join(sorted(VIDEO_EXTS))})")
             explicit += [(None, str(q)) for q in found]
         elif p.suffix.lower() in MANIFEST_EXTS and p.is_file():
             explicit += _read_manifest(p)

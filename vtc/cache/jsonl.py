@@ -1,0 +1,86 @@
+"""Reading vtc's own append-only JSONL files (a store's index, an evaluation's answer journal) and the
+flock that gives one directory one writer.
+
+A line may be torn (a run killed mid-append), damaged (bytes that are not UTF-8), or foreign (valid JSON
+that vtc did not write, or that lacks a field). None of them may stop a run or count as done: each is
+skipped, and one warning per file names the file and the first bad line's number.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from vtc.errors import VtcError, warn
+
+
+def read_jsonl(path: str | Path, check: Callable[[dict], str | None]) -> list[dict]:
+    """The records of ``path`` that parse and pass ``check`` (which returns why a record is unusable, or
+    None), in file order; a missing file has none."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    records, bad = [], []
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            try:
+                rec = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                bad.append((n, "not UTF-8"))
+                continue
+            except json.JSONDecodeError:
+                bad.append((n, "not JSON (torn or foreign)"))
+                continue
+            why = check(rec) if isinstance(rec, dict) else "not a JSON object"
+            if why:
+                bad.append((n, why))
+            else:
+                records.append(rec)
+    if bad:
+        n, why = bad[0]
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        warn(f"{path}: skipped line {n}: {why}{more}")
+    return records
+
+
+def append_jsonl(path: str | Path, rec: dict) -> None:
+    """Append one record as a line and fsync it; the line is complete on disk before this returns. A torn
+    previous line (a killed append) must not swallow this one, so it starts on a fresh line if needed."""
+    line = json.dumps(rec, sort_keys=True, default=str) + "\n"
+    with open(path, "ab") as f:
+        if f.tell() > 0:
+            with open(path, "rb") as r:
+                r.seek(-1, os.SEEK_END)
+                if r.read(1) != b"\n":
+                    f.write(b"\n")
+        f.write(line.encode("utf-8"))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def missing_fields(rec: dict, fields: tuple[str, ...]) -> str | None:
+    """'missing field X' for the first of ``fields`` that ``rec`` lacks, else None."""
+    absent = next((k for k in fields if k not in rec), None)
+    return f"missing field '{absent}'" if absent else None
+
+
+@contextlib.contextmanager
+def exclusive(lock_file: str | Path, what: str) -> Iterator[None]:
+    """Hold an exclusive flock on ``lock_file`` (created if needed); a second holder fails at once with a
+    one-line error naming ``what``. The kernel drops the lock when the process dies, so a killed run
+    never leaves a stale lock."""
+    fd = os.open(lock_file, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise VtcError(f"{what} is being written by another process") from None
+        yield
+    finally:
+        os.close(fd)
