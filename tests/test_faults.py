@@ -62,6 +62,7 @@ def test_eval_refuses_a_checkpoint_that_is_not_llava_onevision(tiny_ckpt, featur
     r = vtc("eval", "videomme", "--tokens", feature_store, "--data", data, "--model", tiny_ckpt["siglip"],
             "--out", tmp_path / "o")  # fmt: skip
     assert "LLaVA-OneVision" in one_line_error(r)
+    assert not (tmp_path / "o").exists()
 
 
 # ----------------------------------------------------------------------------- 2. torn and foreign lines
@@ -291,8 +292,9 @@ def test_a_checkpoint_without_config_is_one_line(tiny_ckpt, clip, tmp_path):
     r = vtc("extract", clip, "--store", tmp_path / "f.zarr", "--model", d, "--frames", "2")
     assert "config.json" in one_line_error(r)
     assert not (tmp_path / "f.zarr").exists()
-    r = vtc("eval", "videomme", "--tokens", tmp_path / "x.zarr", "--model", d)
+    r = vtc("eval", "videomme", "--tokens", tmp_path / "x.zarr", "--model", d, "--out", tmp_path / "o")
     assert "Traceback" not in r.stderr and r.returncode == 2
+    assert not (tmp_path / "o").exists()  # the failed run leaves no output directory behind
 
 
 def test_eval_with_a_truncated_checkpoint_is_one_line(tiny_ckpt, tmp_path):

@@ -16,7 +16,9 @@ resumes from it (``fresh=True`` starts over), and a journal from a different run
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
 import statistics
 import sys
 import time
@@ -99,6 +101,18 @@ def _check_resume(out: Path, run_key: dict, fresh: bool) -> None:
     run_file.write_text(json.dumps(run_key, indent=2, default=str))
 
 
+@contextlib.contextmanager
+def _removed_if_unanswered(out: Path, made: bool):
+    """A run that fails before its first answer (a wrong store, a wrong model) leaves no --out behind
+    when it created it; once an answer is journalled, everything stays for the resume."""
+    try:
+        yield
+    except BaseException:
+        if made and not (out / "answers.jsonl").exists():
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
 class _PeakMemory:
     """Peak memory of the evaluation: CUDA allocator peak on a GPU, else the process's peak RSS."""
 
@@ -149,9 +163,10 @@ def evaluate(
     from vtc.eval.tasks import write_local_task
 
     out = Path(out)
+    made = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     # One evaluation per --out at a time: two would both append to the journal and both write results.
-    with exclusive(out / ".lock", f"evaluation output {out}"):
+    with _removed_if_unanswered(out, made), exclusive(out / ".lock", f"evaluation output {out}"):
         include_paths = [str(include)] if include else []
         task_name = task
         if data is not None:
