@@ -108,6 +108,70 @@ class Peak:
         return None
 
 
+def measure(arch="tiny", device="cpu", dtype="fp32", frames=32, new=16, repeats=5, methods=None, model=None):
+    """Yield one dict per method (label, tokens, decode tokens, ratios, TTFT, ms/token, peak MiB); the
+    first dict is the run's description ({"about": ...})."""
+    from vtc.eval.llava import LlavaRunner
+    from vtc.eval.online import get_online
+    from vtc.reducers import get_reducer
+
+    torch_dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = model or build_model(Path(tmp) / "model", arch, torch_dtype)
+        runner = LlavaRunner(str(model_dir), device=device, dtype=dtype)
+        dim = runner.model.config.vision_config.hidden_size
+        x = video(frames, dim)
+        peak = Peak(device)
+        yield {
+            "about": f"torch {torch.__version__}, device {device}"
+            + (
+                f" ({torch.cuda.get_device_name(device)})"
+                if peak.cuda
+                else f", {torch.get_num_threads()} threads"
+            )
+            + f", {dtype}, arch {arch if not model else model}; {frames} frames, "
+            f"{new} new tokens, median of {repeats}"
+        }
+        base = None
+        for label, method, params, online, oparams in METHODS:
+            if methods and label not in methods:
+                continue
+            red = get_reducer(method, **params)(x.half(), (27, 27))
+            # the tiny model has 2 layers: prune from its last layer at the latest (printed in the label)
+            depth = runner.model.config.text_config.num_hidden_layers
+            capped = {key: min(v, depth - 1) if key in ("k", "l") else v for key, v in oparams.items()}
+            if capped != oparams:
+                label += "".join(f" {key}={v}" for key, v in capped.items() if key in ("k", "l"))
+            on = get_online(online, **capped) if online else None
+
+            def run(red=red, on=on):
+                return runner.run(x, red, QUESTION, max_new_tokens=new, online=on, ignore_eos=True)
+
+            run()  # warm-up
+            peak.reset()
+            gens = [run() for _ in range(repeats)]
+            ttft = statistics.median(g.ttft_s for g in gens)
+            dec = [g.decode_s_per_token for g in gens if g.decode_s_per_token is not None]
+            dec_ms = 1000 * statistics.median(dec) if dec else float("nan")
+            g = gens[0]
+            if base is None:
+                base = (g.visual_prefill, ttft, dec_ms)
+            tok_ratio = g.visual_prefill / base[0]
+            lat_ratio = ttft / base[1]
+            yield {
+                "method": label,
+                "tokens": g.visual_prefill,
+                "decode_tokens": g.visual_decode,
+                "token_ratio": tok_ratio,
+                "ttft_ms": 1000 * ttft,
+                "latency_ratio": lat_ratio,
+                "latency_per_token_ratio": lat_ratio / tok_ratio,
+                "decode_ms_per_token": dec_ms,
+                "decode_ratio": dec_ms / base[2],
+                "peak_mib": peak.read_mib(),
+            }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--arch", choices=("tiny", "0.5b"), default="tiny")
@@ -119,67 +183,25 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--methods", nargs="*", help="labels to run (default: all)")
     args = ap.parse_args()
-
-    from vtc.eval.llava import LlavaRunner
-    from vtc.eval.online import get_online
-    from vtc.reducers import get_reducer
-
-    torch_dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
-    with tempfile.TemporaryDirectory() as tmp:
-        model_dir = args.model or build_model(Path(tmp) / "model", args.arch, torch_dtype)
-        runner = LlavaRunner(str(model_dir), device=args.device, dtype=args.dtype)
-        dim = runner.model.config.vision_config.hidden_size
-        x = video(args.frames, dim)
-        peak = Peak(args.device)
+    rows = measure(
+        args.arch, args.device, args.dtype, args.frames, args.new, args.repeats, args.methods, args.model
+    )
+    print(next(rows)["about"])
+    head = (
+        f"{'method':<14}{'tokens':>7}{'decode':>7}{'tok ratio':>10}{'TTFT ms':>10}{'lat ratio':>10}"
+        f"{'lat/tok':>8}{'ms/tok':>8}{'dec ratio':>10}{'peak MiB':>10}"
+    )
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        mib = r["peak_mib"]
         print(
-            f"torch {torch.__version__}, device {args.device}"
-            + (
-                f" ({torch.cuda.get_device_name(args.device)})"
-                if peak.cuda
-                else f", {torch.get_num_threads()} threads"
-            )
-            + f", {args.dtype}, arch {args.arch if not args.model else args.model}; {args.frames} frames, "
-            f"{args.new} new tokens, median of {args.repeats}"
+            f"{r['method']:<14}{r['tokens']:>7}{r['decode_tokens']:>7.0f}{r['token_ratio']:>10.3f}"
+            f"{r['ttft_ms']:>10.1f}{r['latency_ratio']:>10.3f}{r['latency_per_token_ratio']:>8.2f}"
+            f"{r['decode_ms_per_token']:>8.2f}{r['decode_ratio']:>10.3f}"
+            + (f"{mib:>10.0f}" if mib is not None else f"{'-':>10}"),
+            flush=True,
         )
-        head = (
-            f"{'method':<14}{'tokens':>7}{'decode':>7}{'tok ratio':>10}{'TTFT ms':>10}{'lat ratio':>10}"
-            f"{'lat/tok':>8}{'ms/tok':>8}{'dec ratio':>10}{'peak MiB':>10}"
-        )
-        print(head)
-        print("-" * len(head))
-        base = None
-        for label, method, params, online, oparams in METHODS:
-            if args.methods and label not in args.methods:
-                continue
-            red = get_reducer(method, **params)(x.half(), (27, 27))
-            # the tiny model has 2 layers: prune from its last layer at the latest (printed in the label)
-            depth = runner.model.config.text_config.num_hidden_layers
-            capped = {key: min(v, depth - 1) if key in ("k", "l") else v for key, v in oparams.items()}
-            if capped != oparams:
-                label += "".join(f" {key}={v}" for key, v in capped.items() if key in ("k", "l"))
-            on = get_online(online, **capped) if online else None
-
-            def run(red=red, on=on):
-                return runner.run(x, red, QUESTION, max_new_tokens=args.new, online=on, ignore_eos=True)
-
-            run()  # warm-up
-            peak.reset()
-            gens = [run() for _ in range(args.repeats)]
-            ttft = statistics.median(g.ttft_s for g in gens)
-            dec = [g.decode_s_per_token for g in gens if g.decode_s_per_token is not None]
-            dec_ms = 1000 * statistics.median(dec) if dec else float("nan")
-            g = gens[0]
-            if base is None:
-                base = (g.visual_prefill, ttft, dec_ms)
-            tok_ratio = g.visual_prefill / base[0]
-            lat_ratio = ttft / base[1]
-            mib = peak.read_mib()
-            print(
-                f"{label:<14}{g.visual_prefill:>7}{g.visual_decode:>7.0f}{tok_ratio:>10.3f}{1000 * ttft:>10.1f}"
-                f"{lat_ratio:>10.3f}{lat_ratio / tok_ratio:>8.2f}{dec_ms:>8.2f}{dec_ms / base[2]:>10.3f}"
-                + (f"{mib:>10.0f}" if mib is not None else f"{'-':>10}"),
-                flush=True,
-            )
 
 
 if __name__ == "__main__":
