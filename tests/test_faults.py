@@ -33,7 +33,8 @@ def vtc(*args, timeout=300):
 def one_line_error(r, code=2) -> str:
     assert r.returncode == code, (r.returncode, r.stderr)
     assert "Traceback" not in r.stderr, r.stderr
-    lines = [x for x in r.stderr.splitlines() if x.startswith("error: ")]
+    # (a progress bar without its newline may precede the line: issue 10 quiets lmms-eval's bars)
+    lines = [x[x.index("error: ") :] for x in r.stderr.splitlines() if "error: " in x]
     assert len(lines) == 1, r.stderr
     return lines[0]
 
@@ -339,3 +340,26 @@ def test_flops_and_evaluation_keep_the_same_dycoke_count():
         _, dec = online_pruning(shape, n, dycoke_l=2, dycoke_p=p)
         assert dec[2:] == [get_online("dycoke-kv", l=2, p=p).n_keep(n)] * 2, (n, p)
     assert get_online("dycoke-kv", p=0.9).n_keep(10) == 1
+
+
+# ----------------------------------------------------------------------------- found while closing the matrix
+def test_a_torn_zarr_json_is_one_line(feature_store, tmp_path):
+    path = _copy_store(feature_store, tmp_path / "f.zarr")
+    text = (path / "zarr.json").read_text()
+    (path / "zarr.json").write_text(text[: len(text) // 3])
+    assert "zarr.json is unreadable" in one_line_error(vtc("info", path))
+    r = vtc("compress", path, "--method", "pool", "--out", tmp_path / "t.zarr")
+    assert "zarr.json is unreadable" in one_line_error(r) and not (tmp_path / "t.zarr").exists()
+
+
+def test_a_damaged_chunk_fails_that_video_only(feature_store, data, tiny_ckpt, tmp_path):
+    path = _copy_store(feature_store, tmp_path / "f.zarr")
+    key = Store.open(path).done()["vid_a"]["key"]
+    chunk = next(p for p in sorted((path / "videos" / key / "features").rglob("*")) if p.is_file())
+    chunk.write_bytes(chunk.read_bytes()[:50])  # truncated on disk
+    s = compress(path, "pool", out=tmp_path / "t.zarr", quiet=True)
+    assert s.done == 1 and [f["id"] for f in s.failed] == ["vid_a"]
+    assert "array 'features' is damaged" in s.failed[0]["reason"]
+    r = vtc("eval", "videomme", "--tokens", path, "--data", data, "--model", tiny_ckpt["llava_ov"],
+            "--out", tmp_path / "o")  # fmt: skip
+    assert "vid_a" in one_line_error(r) and "damaged" in r.stderr

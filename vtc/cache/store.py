@@ -143,8 +143,14 @@ class Store:
             raise VtcError(
                 f"{path} is not a vtc store (no zarr.json); run `vtc extract` or `vtc compress` first"
             )
-        group = zarr.open_group(str(path), mode="a")
-        meta = dict(group.attrs.get("vtc") or {})
+        try:
+            group = zarr.open_group(str(path), mode="a")
+            meta = group.attrs.get("vtc")
+        except Exception as e:  # a torn or foreign zarr.json: JSON and zarr-format errors alike
+            raise VtcError(
+                f"{path / 'zarr.json'} is unreadable ({type(e).__name__}); not a vtc store"
+            ) from None
+        meta = dict(meta) if isinstance(meta, dict) else {}
         if not meta:
             raise VtcError(f"{path} is a zarr group but not a vtc store (no 'vtc' attributes)")
         if meta.get("schema") != SCHEMA_VERSION:
@@ -246,6 +252,23 @@ class Store:
             raise VtcError(f"video '{video_id}' is not in {self.path}{why}")
         g = self._group["videos"][e["key"]]
         return {name: arr for name, arr in g.arrays()}, dict(g.attrs)
+
+    def load(self, video_id: str, names: tuple[str, ...] | None = None) -> tuple[dict[str, np.ndarray], dict]:
+        """Like :meth:`read` but the arrays are read now (all, or ``names``), and a damaged chunk (a
+        truncated or deleted file) is a one-line VtcError naming the video and the array."""
+        arrays, attrs = self.read(video_id)
+        out = {}
+        for name in names if names is not None else tuple(arrays):
+            if name not in arrays:
+                continue
+            try:
+                out[name] = np.asarray(arrays[name][...])
+            except Exception as e:  # zarr raises ValueError, OSError or codec errors on damaged chunks
+                raise VtcError(
+                    f"video '{video_id}' in {self.path}: array '{name}' is damaged ({type(e).__name__}: "
+                    f"{str(e).splitlines()[0] if str(e) else ''})"
+                ) from None
+        return out, attrs
 
     def nbytes(self) -> int:
         return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())

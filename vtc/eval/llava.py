@@ -65,11 +65,10 @@ class TokenSource:
 
     def load(self, video_id: str):
         """(features float tensor [T, H*W, C], Reduction) of one video."""
-        import numpy as np
         import torch
 
-        arrays, _ = self.features.read(video_id)
-        x = torch.from_numpy(np.asarray(arrays["features"][...]))
+        arrays, _ = self.features.load(video_id, ("features",))
+        x = torch.from_numpy(arrays["features"])
         if self.tokens is None:
             red = self._none(x, self.grid)
         else:

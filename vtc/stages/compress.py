@@ -14,8 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from vtc.cache import Store, non_finite
 from vtc.errors import VtcError
 from vtc.stages.progress import progress_bar
@@ -180,11 +178,14 @@ def compress(
     ):
 
         def load(vid):
-            """Features (+ the per-video arrays the method needs) of one video, read from zarr."""
-            arrays, _ = feats.read(vid)
-            _check_needs(arrays, needs, config["method"], store)
-            x = torch.from_numpy(arrays["features"][...])
-            return x, {n: torch.from_numpy(np.asarray(arrays[n][...])) for n in needs}
+            """Features (+ the per-video arrays the method needs) of one video, read from zarr; a damaged
+            chunk comes back as the VtcError that says so, and the video is recorded as failed."""
+            _check_needs(feats.read(vid)[0], needs, config["method"], store)
+            try:
+                arrays, _ = feats.load(vid, ("features", *needs))
+            except VtcError as e:
+                return e
+            return torch.from_numpy(arrays["features"]), {n: torch.from_numpy(arrays[n]) for n in needs}
 
         def write(vid, x, red, t_red, n_batch):
             flops = module_flops(config["method"], reducer, red, int(x.shape[-1]))
@@ -226,18 +227,20 @@ def compress(
                     if queued < len(todo):
                         pending.append(reader.submit(load, todo[queued]))
                         queued += 1
-                # A video with NaN or inf features is recorded as failed: a reducer would turn them into
-                # NaN tokens and different token counts without a word.
+                # A video with damaged chunks or NaN/inf features is recorded as failed: a reducer would
+                # turn NaN into NaN tokens and different token counts without a word.
                 keep = []
-                for vid, (x, aux) in zip(vids, loaded, strict=True):
-                    bad = non_finite({"features": x, **aux})
+                for vid, got in zip(vids, loaded, strict=True):
+                    bad = (
+                        str(got) if isinstance(got, VtcError) else non_finite({"features": got[0], **got[1]})
+                    )
                     if bad:
                         tok.fail(vid, bad)
                         summary.failed.append({"id": vid, "reason": bad})
                         bar.note(f"[yellow]skipped[/] {vid}: {bad}")
                         bar.advance(1, 1)
                     else:
-                        keep.append((vid, x, aux))
+                        keep.append((vid, *got))
                 if not keep:
                     continue
                 vids = [v for v, _, _ in keep]
@@ -277,8 +280,8 @@ def load_reduction(tok: Store, video_id: str):
 
     from vtc.reducers import Reduction
 
-    arrays, attrs = tok.read(video_id)
-    data = {k: torch.from_numpy(np.asarray(v[...])) for k, v in arrays.items()}
+    arrays, attrs = tok.load(video_id)
+    data = {k: torch.from_numpy(v) for k, v in arrays.items()}
     return Reduction.from_arrays(
         data, base=attrs["base"], base_grid=tuple(attrs["base_grid"]), n_input_tokens=attrs["n_input_tokens"]
     )
