@@ -24,7 +24,7 @@ app = typer.Typer(
 
 def _register() -> None:
     # Imported here so each module stays a plain list of commands; none imports torch at import time.
-    from vtc.cli import compress, demo, evaluate, extract, flops, info, prepare  # noqa: F401
+    from vtc.cli import compress, demo, evaluate, extract, flops, info, prepare, train  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -99,6 +99,10 @@ def evaluate(
     fresh: Annotated[
         bool, typer.Option(help="Discard answers journalled in OUT by an earlier run instead of resuming.")
     ] = False,
+    adapter: Annotated[
+        Path | None,
+        typer.Option(help="A `vtc train` run directory: its trained weights are loaded into --model."),
+    ] = None,
     quiet: Quiet = False,
     json_out: Json = False,
 ) -> None:
@@ -127,6 +131,7 @@ def evaluate(
         log_samples=log_samples,
         fresh=fresh,
         max_new_tokens=max_new_tokens,
+        adapter=adapter,
     )
     if json_out:
         print(json.dumps({k: v for k, v in r.items() if k != "samples"}, indent=2, default=str))

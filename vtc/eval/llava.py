@@ -91,14 +91,17 @@ def check_compatible(model, grid: tuple[int, int], dim: int) -> None:
         )
 
 
-def embed_video(model, features, reduction):
-    """features [T, H*W, C] (tower output) + plan -> [N, D] LLM-space tokens, N = reduction.n_llm_tokens."""
+def embed_video(model, features, reduction, grad: bool = False):
+    """features [T, H*W, C] (tower output) + plan -> [N, D] LLM-space tokens, N = reduction.n_llm_tokens.
+    ``grad``: keep the autograd graph (training the projector), else run under inference mode."""
+    from contextlib import nullcontext
+
     import torch
 
     inner = model.model
     dtype = inner.multi_modal_projector.linear_1.weight.dtype
     device = inner.multi_modal_projector.linear_1.weight.device
-    with torch.inference_mode():
+    with nullcontext() if grad else torch.inference_mode():
         proj = inner.multi_modal_projector(features.to(device, dtype))  # [T, H*W, D]
         base = inner.apply_pooling(proj) if reduction.base == "pooled" else proj
         base = base.reshape(-1, base.shape[-1])
@@ -112,11 +115,40 @@ def prompt_ids(tokenizer, question: str, n_video_tokens: int, video_token_id: in
     """Token ids of the chat prompt with exactly ``n_video_tokens`` <video> placeholders."""
     import torch
 
-    head = f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\n"
-    tail = f"\n{question}<|im_end|>\n<|im_start|>assistant\n"
-    a = tokenizer(head, add_special_tokens=False).input_ids
-    b = tokenizer(tail, add_special_tokens=False).input_ids
-    return torch.tensor([a + [video_token_id] * n_video_tokens + b])
+    ids, _ = chat_ids(tokenizer, [(question, None)], n_video_tokens, video_token_id)
+    return torch.tensor([ids])
+
+
+def chat_ids(
+    tokenizer, turns: list[tuple[str, str | None]], n_video_tokens: int, video_token_id: int
+) -> tuple[list[int], list[int]]:
+    """(ids, labels) of a conversation in LLaVA-OV's Qwen2 chat format, the video before the first question.
+
+    ``turns``: (user text, assistant answer); an answer of None ends the prompt where the assistant
+    starts (generation). labels are -100 except on the assistant's answers and their <|im_end|>, the
+    tokens training learns (system and user turns are masked, as LLaVA-NeXT trains). The pieces are
+    tokenized one by one, so the prompt of a question is the same in training and in evaluation.
+    """
+
+    def tok(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False).input_ids
+
+    ids = (
+        tok(f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\n")
+        + [video_token_id] * n_video_tokens
+    )
+    labels = [-100] * len(ids)
+    for k, (question, answer) in enumerate(turns):
+        start = "\n" if k == 0 else "\n<|im_start|>user\n"
+        prompt = tok(f"{start}{question}<|im_end|>\n<|im_start|>assistant\n")
+        ids += prompt
+        labels += [-100] * len(prompt)
+        if answer is None:
+            break
+        reply = tok(f"{answer}<|im_end|>")
+        ids += reply
+        labels += reply
+    return ids, labels
 
 
 @dataclass

@@ -4,7 +4,7 @@
         --model_args pretrained=llava-hf/llava-onevision-qwen2-0.5b-ov-hf,tokens=feats.dyntok.zarr \
         --tasks videomme --batch_size 1
 
-    # with an in-LLM method on top of the stored reduction
+    # with adapters trained by `vtc train` (adapter=RUN), or an in-LLM method on the stored reduction
     python -m lmms_eval --model vtc --model_args pretrained=...,tokens=...,online=fastv,online_set=k=2;ratio=0.5
 
 Each request's visual (a path or a video id) is looked up in the token store; the video is never
@@ -76,6 +76,7 @@ class VtcLlavaOneVision(lmms):
         online_set: str | dict | None = None,
         answers: str | None = None,
         source: TokenSource | None = None,
+        adapter: str | None = None,
         **kwargs,
     ) -> None:
         super().__init__()
@@ -84,6 +85,10 @@ class VtcLlavaOneVision(lmms):
         self.source = source if source is not None else TokenSource(tokens)
         self.runner = LlavaRunner(str(pretrained), device=device, dtype=dtype)
         check_compatible(self.runner.model, self.source.grid, self.source.dim)
+        if adapter:  # weights trained by `vtc train`, on this base model and this feature identity
+            from vtc.adapters import load_adapter
+
+            load_adapter(self.runner.model, adapter, self.source.features.meta.get("identity_hash"))
         self.max_new_tokens = int(max_new_tokens)
         self.batch_size_per_gpu = self._batch = max(1, int(batch_size))
         params = online_set if isinstance(online_set, dict) else parse_online_set(online_set)

@@ -75,6 +75,17 @@ def model_identity(model: str) -> dict:
     return ident
 
 
+def adapter_identity(adapter) -> dict | None:
+    """A trained run as the answers depend on it: its path and its weights' size/mtime."""
+    if not adapter:
+        return None
+    w = Path(adapter) / "adapter.safetensors"
+    return {
+        "run": str(Path(adapter).resolve()),
+        "weights": [w.stat().st_size, int(w.stat().st_mtime)] if w.exists() else None,
+    }
+
+
 def _check_resume(out: Path, run_key: dict, fresh: bool) -> None:
     """Refuse to mix answers of different runs in one --out; --fresh discards the old journal."""
     run_file, journal = out / "run.json", out / "answers.jsonl"
@@ -155,6 +166,7 @@ def evaluate(
     log_samples: bool = False,
     fresh: bool = False,
     max_new_tokens: int = 16,
+    adapter: str | Path | None = None,
 ) -> dict:
     """Run ``task`` (an lmms-eval task name, or a local copy given by ``data``) and return the results dict."""
     import logging
@@ -214,6 +226,7 @@ def evaluate(
             "dtype": dtype,
             "device": device,
             "max_new_tokens": max_new_tokens,
+            "adapter": adapter_identity(adapter),
         }
         _check_resume(out, run_key, fresh)
         memory = _PeakMemory(device)
@@ -228,6 +241,7 @@ def evaluate(
             online_set=dict(online_params or {}),
             answers=str(out / "answers.jsonl"),
             source=source,
+            adapter=str(adapter) if adapter else None,
         )
         try:
             res = simple_evaluate(
@@ -267,6 +281,7 @@ def evaluate(
                     lm.source.tokens.meta["identity"].get("seed") if lm.source.tokens is not None else None
                 ),
                 "online": online_cfg,
+                "adapter": run_key["adapter"],
                 "seed": seed,
                 "limit": limit,
                 "batch_size": batch_size,

@@ -13,6 +13,9 @@ class _Silent:
     def note(self, text: str) -> None:
         pass
 
+    def describe(self, text: str) -> None:
+        pass
+
 
 class _Bar:
     def __init__(self, progress, task):
@@ -26,6 +29,10 @@ class _Bar:
 
     def note(self, text: str) -> None:
         self.progress.console.print(text, highlight=False)
+
+    def describe(self, text: str) -> None:
+        """Replace the bar's label (e.g. with the current loss)."""
+        self.progress.update(self.task, description=text)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,149 @@
+"""`vtc train`: adapters, the answer-only loss, exact resume, evaluation with a trained adapter."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from vtc.errors import VtcError
+from vtc.stages.extract import extract
+from vtc.stages.train import TrainOptions, train
+from vtc.video.synthetic import make_synthetic_qa, render, render_flashes
+
+
+@pytest.fixture(scope="module")
+def syn(tmp_path_factory, tiny_ckpt):
+    d = tmp_path_factory.mktemp("syn")
+    paths = make_synthetic_qa(d, n_train=8, n_test=4)
+    s = extract(
+        [str(paths["videos"])], d / "feats.zarr", model=str(tiny_ckpt["llava_ov"]), frames=8, quiet=True
+    )
+    assert s.done == 12 and not s.failed
+    return {**paths, "feats": d / "feats.zarr", "model": str(tiny_ckpt["llava_ov"])}
+
+
+def options(syn, out, **kw) -> TrainOptions:
+    base = dict(data=str(syn["train"]), model=syn["model"], adapters="projector,full", out=str(out),
+                tokens=str(syn["feats"]), lr=3e-3, steps=6, save_every=2, warmup=0.2)  # fmt: skip
+    return TrainOptions(**{**base, **kw})
+
+
+def test_synthetic_answers_depend_on_the_pixels():
+    a, b = render("red", "left", seed=1), render("red", "right", seed=1)
+    assert a.shape == (8, 96, 128, 3) and not (a == b).all()
+    # the moving square's centre of mass goes left in one and right in the other
+    xs = [(f == (220, 40, 40)).all(-1).nonzero()[1].mean() for f in a]
+    assert all(x1 < x0 for x0, x1 in zip(xs, xs[1:], strict=False))
+    shown = [(f == (50, 80, 235)).all(-1).any() for f in render_flashes("blue", 3, seed=2)]
+    assert sum(shown) == 3 and not any(x and y for x, y in zip(shown, shown[1:], strict=False))
+
+
+def test_synthetic_splits_are_balanced_and_deterministic(tmp_path):
+    p = make_synthetic_qa(tmp_path / "a", n_train=16, n_test=8, seed=3)
+    rows = [json.loads(x) for x in p["train"].read_text().splitlines()]
+    colour = [r["answer"] for r in rows if r["category"] == "colour"]
+    assert sorted(colour) == sorted("ABCD" * 4)
+    assert {r["category"] for r in rows} == {"colour", "count", "direction"}
+    q = make_synthetic_qa(tmp_path / "b", n_train=16, n_test=8, seed=3)
+    assert p["train"].read_text() == q["train"].read_text()
+    train_ids = {r["video"] for r in rows}
+    test_ids = {json.loads(x)["video"] for x in p["test"].read_text().splitlines()}
+    assert not train_ids & test_ids
+
+
+def test_adapter_parameter_counts(tiny_ckpt):
+    from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
+
+    from vtc.adapters import get_adapters
+
+    cfg = LlavaOnevisionConfig.from_pretrained(tiny_ckpt["llava_ov"])
+    model = LlavaOnevisionForConditionalGeneration(cfg)
+    counts = {a.name: sum(p.numel() for p in a.attach(model)) for a in get_adapters("projector,full")}
+    c, d = cfg.vision_config.hidden_size, cfg.text_config.hidden_size
+    assert counts["projector"] == c * d + d + d * d + d
+    assert counts["full"] == sum(p.numel() for p in model.model.language_model.parameters())  # LM head tied
+    # at LLaVA-OV-0.5B's widths (SigLIP 1152 -> Qwen2 896) the projector has 1,836,800 weights
+    assert 1152 * 896 + 896 + 896 * 896 + 896 == 1_836_800
+    with pytest.raises(VtcError, match="unknown adapter 'nope'"):
+        get_adapters("projector,nope")
+
+
+def test_loss_is_on_the_answers_only(tiny_ckpt):
+    from transformers import AutoTokenizer
+
+    from vtc.eval.llava import chat_ids, prompt_ids
+
+    tok = AutoTokenizer.from_pretrained(tiny_ckpt["llava_ov"])
+    ids, labels = chat_ids(tok, [("Q1?", "B"), ("Q2?", "C")], 5, 99)
+    learned = tok.decode([i for i, lab in zip(ids, labels, strict=True) if lab != -100])
+    assert learned == "B<|im_end|>C<|im_end|>"
+    assert ids.count(99) == 5
+    # the prompt of one question is exactly what evaluation sends
+    one, _ = chat_ids(tok, [("Q1?", "B")], 5, 99)
+    assert prompt_ids(tok, "Q1?", 5, 99)[0].tolist() == one[: len(prompt_ids(tok, "Q1?", 5, 99)[0])]
+
+
+def test_training_lowers_the_loss_and_writes_the_run(syn, tmp_path):
+    s = train(options(syn, tmp_path / "run", steps=12, save_every=4), quiet=True)
+    assert s.steps == 12 and s.samples == 16 and s.missing_videos == 0
+    assert sum(s.losses[-3:]) / 3 < 0.8 * sum(s.losses[:3]) / 3
+    for name in ("run.json", "log.jsonl", "adapter.safetensors", "adapter.json", "checkpoint/state.json"):
+        assert (tmp_path / "run" / name).exists(), name
+    meta = json.loads((tmp_path / "run" / "adapter.json").read_text())
+    assert meta["adapters"] == ["full", "projector"] and meta["trainable"]["projector"] > 0
+
+
+def test_a_stopped_run_resumes_to_the_same_losses(syn, tmp_path):
+    whole = train(options(syn, tmp_path / "whole"), quiet=True)
+    first = train(options(syn, tmp_path / "cut", steps=6, max_seconds=0.0), quiet=True)  # stops after step 1
+    assert first.stopped_early and first.steps == 1
+    resumed = train(options(syn, tmp_path / "cut"), quiet=True)
+    assert resumed.resumed_from == 1 and resumed.steps == 6
+    assert resumed.losses == whole.losses  # bit-identical, step by step
+    with pytest.raises(VtcError, match="different training run"):
+        train(options(syn, tmp_path / "cut", lr=1e-3), quiet=True)
+
+
+def test_value_lists_are_drawn_per_batch_and_seeded(syn, tmp_path):
+    from vtc.stages.train import Trainer
+
+    opt = options(syn, tmp_path / "r", tokens=None, features=str(syn["feats"]), method="dyntok",
+                  params={"threshold": ["0.4", "0.5", "0.6"]})  # fmt: skip
+    t = Trainer(opt)
+    drawn = [t.reducer_for(m)[1]["threshold"] for m in range(30)]
+    assert set(drawn) == {"0.4", "0.5", "0.6"}
+    assert drawn == [Trainer(opt).reducer_for(m)[1]["threshold"] for m in range(30)]
+    s = train(opt, quiet=True)
+    assert s.steps == 6 and all(torch.isfinite(torch.tensor(s.losses)))
+
+
+def test_missing_videos_are_counted_not_replaced(syn, tmp_path):
+    rows = syn["train"].read_text().splitlines()
+    extra = json.loads(rows[0]) | {"video": "not_extracted"}
+    (tmp_path / "q.jsonl").write_text("\n".join([*rows, json.dumps(extra)]) + "\n")
+    s = train(options(syn, tmp_path / "r", data=str(tmp_path / "q.jsonl"), steps=1), quiet=True)
+    assert s.missing_videos == 1 and s.samples == len(rows)
+
+
+def test_eval_with_the_trained_adapter_changes_the_answers(syn, tmp_path):
+    from vtc.stages.evaluate import evaluate
+
+    s = train(options(syn, tmp_path / "run", steps=60, save_every=60, lr=1e-2, warmup=0.1), quiet=True)
+    assert sum(s.losses[-5:]) / 5 < 1.5  # it has learned to answer with a letter (right or not)
+    data = syn["test"].parent
+    base = evaluate("mcq", syn["feats"], syn["model"], data=data, out=tmp_path / "e0")
+    tuned = evaluate(
+        "mcq", syn["feats"], syn["model"], data=data, out=tmp_path / "e1", adapter=tmp_path / "run"
+    )
+    assert {s["answer"] for s in base["samples"]} == {""}  # the random model says nothing
+    assert all(s["answer"] in ("A", "B", "C", "D") for s in tuned["samples"])
+    assert tuned["adapter"]["run"] == str((tmp_path / "run").resolve())
+    # the same through the CLI, and a run for another base model is refused in one line
+    r = subprocess.run([sys.executable, "-m", "vtc", "eval", "mcq", "--tokens", syn["feats"], "--data", data,
+                        "--model", syn["model"], "--adapter", tmp_path / "nothing", "--out", tmp_path / "e2"],
+                       capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 2 and "holds no trained adapter" in r.stderr and "Traceback" not in r.stderr

@@ -1,0 +1,527 @@
+"""Stage 3: train adapters on cached tokens: no video decoding, no vision tower, only adapter + LLM.
+
+Each sample is a video from the store (its stored reduction, or a reducer applied on the fly to its
+features) and a conversation; the loss is next-token cross-entropy on the assistant's answers only
+(``vtc.eval.llava.chat_ids``, the prompt evaluation uses). AdamW over the adapters' weights, linear
+warm-up then cosine decay, gradient accumulation and clipping, seeded.
+
+A run directory holds::
+
+    RUN/run.json              the resolved configuration, store identities, data hash, versions
+    RUN/log.jsonl             one line per optimizer step (loss, learning rate, samples/s) and per evaluation
+    RUN/checkpoint/           adapter.safetensors + trainer.pt (optimizer, scheduler, RNG) + state.json,
+                              replaced atomically every --save-every steps and at the end
+    RUN/adapter.safetensors   the trained weights (what `vtc eval --adapter RUN` loads), with adapter.json
+    RUN/loss.png              the loss curve
+
+Resume is exact: the data order depends only on the seed and the position, a value list (``--set
+threshold=0.4,0.5``, DynTok §3.3) is drawn per batch from the seed and the batch number, and the
+optimizer, scheduler and torch RNG come back from the checkpoint, so a run stopped and resumed logs the
+same losses as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from vtc.cache.jsonl import append_jsonl, exclusive, read_jsonl
+from vtc.errors import VtcError, warn
+from vtc.versions import library_versions, stable_hash
+
+
+@dataclass
+class TrainOptions:
+    data: str
+    model: str
+    adapters: str
+    out: str
+    tokens: str | None = None  # a token store (fixed reduction), or a feature store (evaluated as none)
+    features: str | None = None  # a feature store, with `method` applied to each sample on the fly
+    method: str | None = None
+    params: dict[str, list[str]] = field(default_factory=dict)  # a list of values: one drawn per batch
+    steps: int | None = None  # optimizer steps; default: `epochs` over the data
+    epochs: float = 1.0
+    batch_size: int = 1
+    grad_accum: int = 1
+    lr: float = 1e-4
+    warmup: float = 0.03  # fraction of the steps
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    device: str = "cpu"
+    dtype: str = "fp32"  # bf16/fp16: autocast on a GPU, weights stay fp32
+    save_every: int = 50
+    eval_data: str | None = None
+    eval_every: int = 0
+    max_seconds: float | None = None  # stop (with a checkpoint) after this long; a re-run resumes
+    fresh: bool = False
+
+
+@dataclass
+class TrainSummary:
+    out: str
+    steps: int
+    total_steps: int
+    samples: int
+    missing_videos: int
+    skipped_entries: int
+    trainable: dict[str, int]
+    losses: list[float]
+    seconds: float
+    resumed_from: int
+    stopped_early: bool
+    eval: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class _Cache:
+    """Features and reductions of recently used videos, bounded in bytes (the store is read once)."""
+
+    def __init__(self, limit_bytes: int = 2 << 30):
+        self.items: dict = {}
+        self.bytes, self.limit = 0, limit_bytes
+
+    def get(self, key, make):
+        if key in self.items:
+            return self.items[key]
+        value = make()
+        size = int(value[0].numel() * value[0].element_size())
+        if self.bytes + size <= self.limit:
+            self.items[key] = value
+            self.bytes += size
+        return value
+
+
+def _lr_factor(step: int, total: int, warmup_steps: int) -> float:
+    """Linear warm-up to 1, then cosine decay to 0 at ``total``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+class Trainer:
+    """Everything one run needs: model with adapters, data, the source of tokens, optimizer."""
+
+    def __init__(self, opt: TrainOptions):
+        import torch
+
+        from vtc.adapters import get_adapters
+        from vtc.eval.llava import LlavaRunner, TokenSource
+        from vtc.train.data import read_qa
+
+        self.opt = opt
+        if (opt.tokens is None) == (opt.features is None):
+            raise VtcError("give --tokens STORE, or --features STORE with --method M")
+        if opt.features is not None and not opt.method:
+            raise VtcError("--features needs --method (the reducer applied to each sample)")
+        if opt.tokens is not None and (opt.method or opt.params):
+            raise VtcError("--method and --set go with --features; a token store is already reduced")
+        for name, v in (("--batch-size", opt.batch_size), ("--grad-accum", opt.grad_accum)):
+            if v < 1:
+                raise VtcError(f"{name} must be >= 1, got {v}")
+        if not (opt.lr > 0 and math.isfinite(opt.lr)):
+            raise VtcError(f"--lr must be a positive number, got {opt.lr}")
+        self.adapters = get_adapters(opt.adapters)
+        self.source = TokenSource(opt.tokens or opt.features)
+        # on-the-fly reduction: one reducer per drawn combination of --set values, built once
+        self.reducers: dict | None = None
+        if opt.features is not None:
+            self._check_reducer()
+            self.reducers = {}
+        self.qa = read_qa(opt.data)
+        self.samples, self.missing = [], []
+        for s in self.qa.samples:
+            vid = self._resolve(s)
+            if vid is None:
+                self.missing.append(s.video)
+            else:
+                self.samples.append((s, vid))
+        if not self.samples:
+            raise VtcError(
+                f"none of the {len(self.qa.samples)} entries of {opt.data} has its video in the store "
+                f"(first: '{self.qa.samples[0].video}'); extract those videos first"
+            )
+        torch.manual_seed(opt.seed)
+        self.runner = LlavaRunner(opt.model, device=opt.device, dtype="fp32")
+        from vtc.eval.llava import check_compatible
+
+        check_compatible(self.runner.model, self.source.grid, self.source.dim)
+        model = self.runner.model
+        for p in model.parameters():
+            p.requires_grad_(False)
+        self.params = {a.name: a.attach(model) for a in self.adapters}
+        self.trainable = {k: sum(p.numel() for p in v) for k, v in self.params.items()}
+        flat = [p for ps in self.params.values() for p in ps]
+        self.optimizer = torch.optim.AdamW(flat, lr=opt.lr, weight_decay=opt.weight_decay)
+        per_epoch = math.ceil(len(self.samples) / (opt.batch_size * opt.grad_accum))
+        self.total_steps = opt.steps if opt.steps is not None else max(1, math.ceil(opt.epochs * per_epoch))
+        warmup_steps = max(1, round(opt.warmup * self.total_steps))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: _lr_factor(s, self.total_steps, warmup_steps)
+        )
+        self.cache = _Cache()
+        self.eval_set = None
+        if opt.eval_data:
+            self.eval_set = [(s, v) for s in read_qa(opt.eval_data).samples if (v := self._resolve(s))]
+
+    # ------------------------------------------------------------------ data
+    def _resolve(self, s) -> str | None:
+        for name in (s.video, *s.alt_ids):
+            try:
+                return self.source.resolve(name)
+            except VtcError:
+                continue
+        return None
+
+    def _check_reducer(self) -> None:
+        """A bad method, key or value fails now, not at step 1000."""
+        from vtc.stages.compress import make_reducer
+
+        for key, values in self.opt.params.items():
+            if not values:
+                raise VtcError(f"--set {key}= needs at least one value")
+            for v in values:
+                make_reducer(self.opt.method, {key: v})
+
+    def reducer_for(self, micro: int):
+        """The reducer of micro-batch ``micro``: each listed parameter drawn from its values, seeded."""
+        import torch
+
+        from vtc.stages.compress import make_reducer
+
+        g = torch.Generator().manual_seed(self.opt.seed * 1_000_003 + micro)
+        drawn = {
+            k: v[int(torch.randint(len(v), (1,), generator=g))] for k, v in sorted(self.opt.params.items())
+        }
+        key = tuple(sorted(drawn.items()))
+        if key not in self.reducers:
+            self.reducers[key] = make_reducer(self.opt.method, drawn)
+        return self.reducers[key], drawn
+
+    def batch_samples(self, micro: int) -> list:
+        """The samples of micro-batch ``micro``: a seeded permutation per epoch, by position only."""
+        import torch
+
+        n, bs = len(self.samples), self.opt.batch_size
+        out = []
+        for p in range(micro * bs, micro * bs + bs):
+            epoch, i = divmod(p, n)
+            perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.opt.seed * 7919 + epoch))
+            out.append(self.samples[int(perm[i])])
+        return out
+
+    def load(self, vid: str, micro: int):
+        if self.reducers is None:
+            return self.cache.get(vid, lambda: self.source.load(vid))
+        x, _ = self.cache.get(("x", vid), lambda: self.source.load(vid))
+        reducer, _ = self.reducer_for(micro)
+        from vtc.stages.compress import run_reducer
+
+        return x, run_reducer(reducer, x, self.source.grid, {}, "cpu")
+
+    # ------------------------------------------------------------------ one step
+    def micro_loss(self, micro: int):
+        """Mean cross-entropy over the answer tokens of micro-batch ``micro``."""
+        import torch
+
+        from vtc.eval.llava import chat_ids, embed_video
+
+        model, tok = self.runner.model, self.runner.tokenizer
+        embeds, labels = [], []
+        for sample, vid in self.batch_samples(micro):
+            x, red = self.load(vid, micro)
+            video = embed_video(model, x, red, grad=True)
+            ids, lab = chat_ids(tok, list(sample.turns), video.shape[0], self.runner.video_token_id)
+            ids_t = torch.tensor(ids, device=self.opt.device)
+            e = model.get_input_embeddings()(ids_t)
+            where = ids_t == self.runner.video_token_id
+            e = e.masked_scatter(where[:, None], video.to(e.dtype))
+            embeds.append(e)
+            labels.append(torch.tensor(lab, device=self.opt.device))
+        width = max(e.shape[0] for e in embeds)
+        dim = embeds[0].shape[1]
+        batch = torch.zeros(len(embeds), width, dim, dtype=embeds[0].dtype, device=self.opt.device)
+        lab = torch.full((len(embeds), width), -100, dtype=torch.long, device=self.opt.device)
+        mask = torch.zeros(len(embeds), width, dtype=torch.long, device=self.opt.device)
+        for i, (e, lb) in enumerate(zip(embeds, labels, strict=True)):
+            batch[i, : e.shape[0]], lab[i, : lb.shape[0]], mask[i, : e.shape[0]] = e, lb, 1
+        autocast = self.opt.dtype != "fp32" and self.opt.device.startswith("cuda")
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.opt.dtype)
+        with torch.autocast("cuda", dtype=dtype, enabled=autocast):
+            out = model(inputs_embeds=batch, attention_mask=mask, use_cache=False)
+        logits = out.logits[:, :-1].float()
+        return torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), lab[:, 1:].reshape(-1), ignore_index=-100
+        )
+
+    def step(self, step: int) -> float:
+        import torch
+
+        self.runner.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for k in range(self.opt.grad_accum):
+            loss = self.micro_loss(step * self.opt.grad_accum + k)
+            if not torch.isfinite(loss):
+                raise VtcError(f"the loss became {loss.item()} at step {step + 1}; lower --lr")
+            (loss / self.opt.grad_accum).backward()
+            total += loss.item() / self.opt.grad_accum
+        flat = [p for ps in self.params.values() for p in ps]
+        torch.nn.utils.clip_grad_norm_(flat, self.opt.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        return total
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self) -> dict:
+        """Held-out accuracy (mcq rows: the first option letter of a greedy answer), per category."""
+        from vtc.eval.tasks.mcq import mcq_parse
+
+        self.runner.model.eval()
+        by: dict[str, list[float]] = {}
+        for sample, vid in self.eval_set or []:
+            x, red = self.source.load(vid) if self.reducers is None else self.load(vid, 0)
+            question, answer = sample.turns[0]
+            g = self.runner.run(x, red, question, max_new_tokens=4)
+            ok = float(mcq_parse(g.text, sample.n_options or 26) == answer)
+            by.setdefault(sample.category or "all", []).append(ok)
+        per = {k: 100.0 * sum(v) / len(v) for k, v in sorted(by.items())}
+        n = sum(len(v) for v in by.values())
+        overall = 100.0 * sum(sum(v) for v in by.values()) / n if n else None
+        return {"accuracy": overall, "per_category": per, "n": n}
+
+
+def run_identity(opt: TrainOptions, trainer: Trainer) -> dict:
+    """What makes a run resumable (and its adapter loadable): any change refuses the resume."""
+    from vtc.encoders.vision import _config_hash
+
+    src = trainer.source
+    store = src.tokens if src.tokens is not None else src.features
+    keep = {
+        k: v
+        for k, v in asdict(opt).items()
+        if k not in ("out", "fresh", "max_seconds", "save_every", "device")
+    }
+    return {
+        "options": keep,
+        "data_hash": _file_hash(trainer.qa.path),
+        "base_model": {"id": opt.model, "config_hash": _config_hash(trainer.runner.model.config)},
+        "store_identity": store.meta.get("identity_hash"),
+        "features_identity": src.features.meta.get("identity_hash"),
+        "method": src.method if opt.features is None else {"method": opt.method, "sets": opt.params},
+        "adapters": [a.name for a in trainer.adapters],
+        "trainable": trainer.trainable,
+    }
+
+
+def train(opt: TrainOptions, quiet: bool = False, console=None) -> TrainSummary:
+    out = Path(opt.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with exclusive(out / ".lock", f"training run {out}"):
+        return _train_locked(opt, out, quiet, console)
+
+
+def _train_locked(opt: TrainOptions, out: Path, quiet: bool, console) -> TrainSummary:
+
+    from vtc.stages.progress import progress_bar
+
+    trainer = Trainer(opt)
+    ident = run_identity(opt, trainer)
+    ident_hash = stable_hash(ident)
+    if opt.fresh:
+        for name in ("checkpoint", "log.jsonl", "adapter.safetensors", "adapter.json", "loss.png"):
+            p = out / name
+            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    start = 0
+    if (out / "checkpoint" / "state.json").exists():
+        state = _read_json(out / "checkpoint" / "state.json")
+        if state.get("identity_hash") != ident_hash:
+            raise VtcError(
+                f"{out} holds a different training run; use another --out, or --fresh to start over"
+            )
+        start = _load_checkpoint(trainer, out / "checkpoint", state)
+    (out / "run.json").write_text(
+        json.dumps(
+            {**ident, "identity_hash": ident_hash, "versions": library_versions()}, indent=2, default=str
+        )
+    )
+    log = out / "log.jsonl"
+    kept = [
+        r
+        for r in read_jsonl(log, lambda r: None if "step" in r else "missing field 'step'")
+        if r["step"] <= start
+    ]
+    log.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
+    losses = [r["loss"] for r in kept if "loss" in r]
+    evals = [r for r in kept if "eval" in r]
+
+    t0 = time.perf_counter()
+    stopped = False
+    done = start
+    samples_per_step = opt.batch_size * opt.grad_accum
+    with progress_bar("train", trainer.total_steps - start, "samples", quiet, console) as bar:
+        for step in range(start, trainer.total_steps):
+            ts = time.perf_counter()
+            loss = trainer.step(step)
+            dt = time.perf_counter() - ts
+            losses.append(loss)
+            rec = {
+                "step": step + 1,
+                "loss": loss,
+                "lr": trainer.scheduler.get_last_lr()[0],
+                "samples_per_s": samples_per_step / dt,
+            }
+            append_jsonl(log, rec)
+            bar.advance(1, samples_per_step)
+            bar.describe(f"train loss {loss:.3f} lr {rec['lr']:.1e}")
+            done = step + 1
+            if (
+                trainer.eval_set
+                and opt.eval_every
+                and (done % opt.eval_every == 0 or done == trainer.total_steps)
+            ):
+                ev = {"step": done, "eval": trainer.evaluate()}
+                evals.append(ev)
+                append_jsonl(log, ev)
+            over_time = opt.max_seconds is not None and time.perf_counter() - t0 >= opt.max_seconds
+            if done % opt.save_every == 0 or done == trainer.total_steps or over_time:
+                _save_checkpoint(trainer, out / "checkpoint", done, ident_hash)
+            if over_time and done < trainer.total_steps:
+                stopped = True
+                break
+    if not stopped:
+        _save_adapter(trainer, out, ident, ident_hash)
+        _plot_losses(out / "loss.png", [r for r in read_jsonl(log, lambda r: None) if "loss" in r], evals)
+    return TrainSummary(
+        out=str(out),
+        steps=done,
+        total_steps=trainer.total_steps,
+        samples=len(trainer.samples),
+        missing_videos=len(trainer.missing),
+        skipped_entries=len(trainer.qa.skipped),
+        trainable=trainer.trainable,
+        losses=losses,
+        seconds=time.perf_counter() - t0,
+        resumed_from=start,
+        stopped_early=stopped,
+        eval=[e["eval"] | {"step": e["step"]} for e in evals],
+    )
+
+
+def _file_hash(path: str | Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, OSError):
+        data = None
+    if not isinstance(data, dict):
+        raise VtcError(f"{path} is unreadable; use --fresh to start the run over")
+    return data
+
+
+def _save_checkpoint(trainer: Trainer, path: Path, step: int, ident_hash: str) -> None:
+    """Written beside, then renamed over the last one: a run killed mid-save keeps the previous one."""
+    import torch
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model = trainer.runner.model
+    state = {}
+    for a in trainer.adapters:
+        state.update(a.state(model))
+    save_file({k: v.cpu() for k, v in state.items()}, str(tmp / "adapter.safetensors"))
+    torch.save(
+        {
+            "optimizer": trainer.optimizer.state_dict(),
+            "scheduler": trainer.scheduler.state_dict(),
+            "rng": torch.get_rng_state(),
+        },
+        tmp / "trainer.pt",
+    )
+    (tmp / "state.json").write_text(json.dumps({"step": step, "identity_hash": ident_hash}))
+    old = path.with_name(path.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if path.exists():
+        path.rename(old)
+    tmp.rename(path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _load_checkpoint(trainer: Trainer, path: Path, state: dict) -> int:
+    import torch
+    from safetensors.torch import load_file
+
+    try:
+        weights = load_file(str(path / "adapter.safetensors"))
+        saved = torch.load(path / "trainer.pt", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - a damaged checkpoint of ours: one line, and the way out
+        raise VtcError(f"{path} is damaged ({type(e).__name__}); use --fresh to start the run over") from None
+    for a in trainer.adapters:
+        a.load(trainer.runner.model, weights)
+    trainer.optimizer.load_state_dict(saved["optimizer"])
+    trainer.scheduler.load_state_dict(saved["scheduler"])
+    torch.set_rng_state(saved["rng"])
+    return int(state["step"])
+
+
+def _save_adapter(trainer: Trainer, out: Path, ident: dict, ident_hash: str) -> None:
+    from safetensors.torch import save_file
+
+    state = {}
+    for a in trainer.adapters:
+        state.update(a.state(trainer.runner.model))
+    save_file({k: v.cpu() for k, v in state.items()}, str(out / "adapter.safetensors.tmp"))
+    os.replace(out / "adapter.safetensors.tmp", out / "adapter.safetensors")
+    (out / "adapter.json").write_text(
+        json.dumps({**ident, "identity_hash": ident_hash}, indent=2, default=str)
+    )
+
+
+def _plot_losses(path: Path, rows: list[dict], evals: list[dict]) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        warn("matplotlib is not installed: no loss.png")
+        return
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
+    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], lw=1, label="training loss")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("cross-entropy (answer tokens)")
+    if evals:
+        ax2 = ax.twinx()
+        ax2.plot(
+            [e["step"] for e in evals],
+            [e["eval"]["accuracy"] for e in evals],
+            "o-",
+            color="C1",
+            label="held-out accuracy",
+        )
+        ax2.set_ylabel("held-out accuracy (%)")
+        ax2.set_ylim(0, 100)
+    ax.set_title("vtc train")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,1 @@
+"""Training on cached tokens: question-answer data (the loop itself is vtc.stages.train)."""

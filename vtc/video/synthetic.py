@@ -1,0 +1,162 @@
+"""A deterministic synthetic video-QA set whose answers depend on the pixels: what a tiny model trained by
+vtc can learn, so that accuracy against visual tokens means something.
+
+Each video shows one coloured square over a noisy background, of one of two kinds: a *moving* square
+glides in a straight line through every frame; a *flashing* square stays in place and is visible in
+only 1 to 4 of the frames. Four options per question, the answers balanced over the options:
+
+- ``colour`` (one frame suffices), every video: "What colour is the square?" red / green / blue / yellow.
+- ``count`` (needs every frame), flashing videos: "How many frames show the square?" 1 / 2 / 3 / 4.
+- ``direction`` (needs more than one frame, and where they are), moving videos: "Which way does the
+  square move?" left / right / up / down.
+
+The train and held-out splits are different videos (different seeds, positions and backgrounds).
+Questions are written in vtc's local ``mcq`` format (``vtc eval mcq --data``), with the question type
+as ``category``, and the training split also as LLaVA-Video-178K conversations (``vtc train --data``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (50, 80, 235), "yellow": (235, 215, 40)}
+DIRECTIONS = ("left", "right", "up", "down")
+_STEP = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
+COUNTS = ("1", "2", "3", "4")
+QUESTIONS = {
+    "colour": ("What colour is the square?", list(COLOURS)),
+    "count": ("How many frames show the square?", list(COUNTS)),
+    "direction": ("Which way does the square move?", list(DIRECTIONS)),
+}
+# which frames of an 8-frame video show a flashing square, per count: spread out, never adjacent
+_FLASHES = {1: (3,), 2: (1, 5), 3: (0, 3, 6), 4: (0, 2, 4, 6)}
+LETTERS = "ABCD"
+
+
+def render_flashes(colour: str, count: int, seed: int, n_frames: int = 8, size=(128, 96), side: int = 28):
+    """uint8 frames [n_frames, H, W, 3]: a still square visible in ``count`` frames (n_frames must be 8, so
+    that `vtc extract --frames 8` samples every frame and sees every flash)."""
+    if n_frames != 8:
+        raise ValueError("flashing videos have 8 frames (extract them with --frames 8)")
+    rng = np.random.default_rng(seed)
+    w, h = size
+    background = (rng.random((h, w, 3)) * 70).astype(np.uint8)
+    x, y = int(rng.integers(0, w - side)), int(rng.integers(0, h - side))
+    frames = np.repeat(background[None], n_frames, axis=0)
+    for k in _FLASHES[count]:
+        frames[k, y : y + side, x : x + side] = COLOURS[colour]
+    return frames
+
+
+def render(colour: str, direction: str, seed: int, n_frames: int = 8, size=(128, 96), side: int = 28):
+    """uint8 frames [n_frames, H, W, 3]: the square moves ``direction`` across about 60% of the frame."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    background = (rng.random((h, w, 3)) * 70).astype(np.uint8)
+    dx, dy = _STEP[direction]
+    travel = int(0.6 * ((w if dx else h) - side))
+    # start so the whole path stays inside the frame; the cross-axis position is random
+    lo_x, hi_x = (travel if dx < 0 else 0), (w - side - (travel if dx > 0 else 0))
+    lo_y, hi_y = (travel if dy < 0 else 0), (h - side - (travel if dy > 0 else 0))
+    x0, y0 = int(rng.integers(lo_x, hi_x + 1)), int(rng.integers(lo_y, hi_y + 1))
+    frames = np.repeat(background[None], n_frames, axis=0)
+    for k in range(n_frames):
+        f = k / max(1, n_frames - 1)
+        x, y = x0 + round(dx * travel * f), y0 + round(dy * travel * f)
+        frames[k, y : y + side, x : x + side] = COLOURS[colour]
+    return frames
+
+
+def write_video(path: Path, frames: np.ndarray, fps: int = 8) -> Path:
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=fps)
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"qscale": "2"}  # near-lossless: the colours must survive the codec
+        for img in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def _split(n: int, seed: int) -> list[tuple[str, str, str]]:
+    """n (kind, colour, direction-or-count) triples, alternately moving and flashing; within any 8
+    consecutive (before the seeded shuffle) every colour, direction and count appears equally often, and
+    colour and the other answer are paired differently in each block of 8, so neither predicts the other."""
+    colours = list(COLOURS)
+    out = []
+    for i in range(n):
+        kind = ("move", "flash")[i % 2]
+        others = DIRECTIONS if kind == "move" else COUNTS
+        j = i // 2
+        out.append((kind, colours[j % 4], others[(j + j // 4) % 4]))
+    order = np.random.default_rng(seed).permutation(n)
+    return [out[k] for k in order]
+
+
+def rows_for(video_id: str, kind: str, colour: str, other: str) -> list[dict]:
+    """The two mcq rows of one video: its colour, and its direction (moving) or count (flashing)."""
+    truth = {"colour": colour, "direction" if kind == "move" else "count": other}
+    return [
+        {
+            "video": video_id,
+            "question": QUESTIONS[q][0],
+            "options": QUESTIONS[q][1],
+            "answer": LETTERS[QUESTIONS[q][1].index(value)],
+            "category": q,
+        }
+        for q, value in truth.items()
+    ]
+
+
+def make_synthetic_qa(
+    out_dir: str | Path, n_train: int = 64, n_test: int = 32, seed: int = 0
+) -> dict[str, Path]:
+    """Write ``videos/`` (8 frames each: extract with ``--frames 8``) and the question files; returns
+    their paths. Deterministic for a seed, and a second call with the same arguments reuses what is there."""
+    from vtc.eval.tasks import write_jsonl
+
+    out = Path(out_dir)
+    (out / "videos").mkdir(parents=True, exist_ok=True)
+    paths = {"videos": out / "videos"}
+    for split, n, offset in (("train", n_train, 0), ("test", n_test, 1_000_000)):
+        rows = []
+        for i, (kind, colour, other) in enumerate(_split(n, seed + offset)):
+            vid = f"syn_{split}_{i:04d}"
+            p = out / "videos" / f"{vid}.mp4"
+            if not p.exists():
+                s = seed + offset + i
+                frames = render(colour, other, s) if kind == "move" else render_flashes(colour, int(other), s)
+                write_video(p, frames)
+            rows += rows_for(vid, kind, colour, other)
+        paths[split] = write_jsonl(out / split / "questions.jsonl", rows)
+    paths["train_178k"] = write_llava_video(out / "train_178k.json", paths["train"])
+    return paths
+
+
+def write_llava_video(path: Path, mcq_file: Path) -> Path:
+    """The same questions as LLaVA-Video-178K conversations (one video per entry, one turn per question)."""
+    from vtc.eval.tasks.mcq import mcq_doc_to_text
+
+    by_video: dict[str, list[dict]] = {}
+    for line in Path(mcq_file).read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        by_video.setdefault(row["video"], []).append(row)
+    post = "\nAnswer with the option's letter from the given choices directly."
+    entries = []
+    for vid, rows in by_video.items():
+        turns = []
+        for k, row in enumerate(rows):
+            prompt = mcq_doc_to_text(row, {"post_prompt": post})
+            turns.append({"from": "human", "value": ("<image>\n" if k == 0 else "") + prompt})
+            turns.append({"from": "gpt", "value": row["answer"]})
+        entries.append({"id": vid, "video": f"{vid}.mp4", "conversations": turns})
+    path.write_text(json.dumps(entries, indent=1), encoding="utf-8")
+    return path
