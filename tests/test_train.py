@@ -147,3 +147,55 @@ def test_eval_with_the_trained_adapter_changes_the_answers(syn, tmp_path):
                         "--model", syn["model"], "--adapter", tmp_path / "nothing", "--out", tmp_path / "e2"],
                        capture_output=True, text=True)  # fmt: skip
     assert r.returncode == 2 and "holds no trained adapter" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_lora_trains_only_its_matrices_and_merges_for_evaluation(syn, tmp_path):
+    from transformers import LlavaOnevisionForConditionalGeneration
+
+    from vtc.adapters import get_adapters, load_adapter
+
+    model = LlavaOnevisionForConditionalGeneration.from_pretrained(syn["model"]).requires_grad_(False)
+    (lora,) = get_adapters("lora", {"lora": {"r": "4", "alpha": "8"}})
+    params = lora.attach(model)
+    cfg = model.config.text_config
+    d, m, kv = (
+        cfg.hidden_size,
+        cfg.intermediate_size,
+        cfg.num_key_value_heads * (d_head := cfg.hidden_size // cfg.num_attention_heads),
+    )
+    per_layer = 4 * ((d + d) + (d + kv) + (d + kv) + (d + d) + (d + m) + (d + m) + (m + d))
+    assert sum(p.numel() for p in params) == cfg.num_hidden_layers * per_layer and d_head > 0
+    assert all(".lora_" in n for n, p in model.named_parameters() if p.requires_grad)
+
+    s = train(options(syn, tmp_path / "run", adapters="projector,lora", adapter_options={"lora": {"r": "4", "alpha": "8"}},
+                      steps=4, lr=1e-2), quiet=True)  # fmt: skip
+    assert s.trainable["lora"] == cfg.num_hidden_layers * per_layer
+    fresh = LlavaOnevisionForConditionalGeneration.from_pretrained(syn["model"])
+    before = fresh.model.language_model.layers[0].self_attn.q_proj.weight.detach().clone()
+    load_adapter(fresh, tmp_path / "run")
+    merged = fresh.model.language_model.layers[0].self_attn.q_proj
+    assert not torch.equal(merged.base_layer.weight, before)  # B·A was merged into the weight
+    with pytest.raises(VtcError, match="choose one"):
+        get_adapters("lora,full")
+
+
+def test_marker_adapter_starts_as_the_newline_and_learns_apart(syn, tmp_path):
+    from transformers import LlavaOnevisionForConditionalGeneration
+
+    from vtc.adapters import load_adapter
+
+    opt = options(syn, tmp_path / "run", tokens=None, features=str(syn["feats"]), method="dyntok",
+                  adapters="marker", steps=5, lr=1e-2)  # fmt: skip
+    s = train(opt, quiet=True)
+    assert s.trainable == {"marker": 64}
+    model = LlavaOnevisionForConditionalGeneration.from_pretrained(syn["model"])
+    load_adapter(model, tmp_path / "run")
+    assert not torch.equal(model.model.vtc_marker, model.model.image_newline)
+    from vtc.eval.llava import TokenSource, embed_video
+    from vtc.reducers import KIND_MARKER, get_reducer
+
+    x, _ = TokenSource(syn["feats"]).load("syn_test_0000")
+    red = get_reducer("dyntok")(x, TokenSource(syn["feats"]).grid)
+    emb = embed_video(model, x, red)
+    marker_rows = emb[red.kind == KIND_MARKER]
+    assert len(marker_rows) and torch.allclose(marker_rows[0], model.model.vtc_marker.float())

@@ -7,7 +7,7 @@ stays frozen. One file per adapter; ``--adapter projector,full`` combines them.
 
 from __future__ import annotations
 
-from vtc.adapters import full, projector  # noqa: F401  (registration)
+from vtc.adapters import full, lora, marker, projector  # noqa: F401  (registration)
 from vtc.adapters.base import ADAPTERS, Adapter, get_adapters, load_adapter, register_adapter
 
 __all__ = ["ADAPTERS", "Adapter", "get_adapters", "load_adapter", "register_adapter"]

@@ -23,6 +23,11 @@ class Adapter:
 
     name = ""
     prefixes: tuple[str, ...] = ()
+    options: dict = {}  # an adapter's own settings (LoRA's rank...), saved with the run
+
+    def __init__(self, options: dict | None = None):
+        if options:
+            raise VtcError(f"adapter {self.name} takes no options")
 
     def owns(self, param_name: str) -> bool:
         return param_name.startswith(self.prefixes)
@@ -56,8 +61,9 @@ class Adapter:
                 p.copy_(state[n].to(p.dtype))
 
 
-def get_adapters(names: str | list[str]) -> list[Adapter]:
-    """'projector,full' -> adapter instances, in a fixed order; unknown names are a one-line error."""
+def get_adapters(names: str | list[str], options: dict[str, dict] | None = None) -> list[Adapter]:
+    """'projector,full' -> adapter instances, in a fixed order; unknown names are a one-line error.
+    ``options``: per adapter name, its settings (e.g. {"lora": {"r": 16}})."""
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]
     if not names:
@@ -65,7 +71,10 @@ def get_adapters(names: str | list[str]) -> list[Adapter]:
     unknown = [n for n in names if n not in ADAPTERS]
     if unknown:
         raise VtcError(f"unknown adapter '{unknown[0]}'; valid: {', '.join(sorted(ADAPTERS))}")
-    return [ADAPTERS[n]() for n in sorted(set(names))]
+    if "full" in names and "lora" in names:
+        raise VtcError("lora and full both train the LLM: choose one")
+    options = options or {}
+    return [ADAPTERS[n](options.get(n)) for n in sorted(set(names))]
 
 
 def load_adapter(model, run: str | Path, store_identity: str | None = None) -> dict:
@@ -95,6 +104,6 @@ def load_adapter(model, run: str | Path, store_identity: str | None = None) -> d
         weights = load_file(str(run / "adapter.safetensors"))
     except Exception as e:  # noqa: BLE001 - truncated or foreign file
         raise VtcError(f"{run / 'adapter.safetensors'} is unreadable ({type(e).__name__})") from None
-    for a in get_adapters(meta["adapters"]):
+    for a in get_adapters(meta["adapters"], meta.get("adapter_options")):
         a.load(model, weights)
     return meta

@@ -35,7 +35,7 @@ def train(
     data: Annotated[
         Path, typer.Option(help="LLaVA-Video-178K JSON/JSONL, or an mcq question file (or its dir).")
     ],
-    adapter: Annotated[str, typer.Option(help="Adapters to train, comma-separated: projector, full.")],
+    adapter: Annotated[str, typer.Option(help="Adapters to train, comma-separated: projector, lora, full.")],
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Run directory (checkpoints, log, adapter, loss.png).")
     ],
@@ -54,6 +54,13 @@ def train(
     sets: Annotated[
         list[str] | None,
         typer.Option("--set", help="Reducer parameter KEY=V or KEY=V1,V2,... (one value drawn per batch)."),
+    ] = None,
+    lora: Annotated[
+        str | None,
+        typer.Option(
+            help="LoRA settings, e.g. r=16,alpha=32,dropout=0,targets=q_proj+v_proj "
+            "[r=64, alpha=16, dropout=0.05, every linear layer of the LLM]."
+        ),
     ] = None,
     steps: Annotated[
         int | None, typer.Option(help="Optimizer steps [default: --epochs over the data].")
@@ -87,6 +94,7 @@ def train(
     json_out: Json = False,
 ) -> None:
     """Train adapters on stored tokens (no video decoding, no vision tower): loss on the answers only."""
+    from vtc.cli.compress import parse_sets
     from vtc.stages.train import TrainOptions
     from vtc.stages.train import train as run
 
@@ -97,6 +105,7 @@ def train(
         model=model,
         adapters=adapter,
         out=str(out),
+        adapter_options={"lora": parse_sets(lora.split(","))} if lora else {},
         tokens=str(tokens) if tokens else None,
         features=str(features) if features else None,
         method=method,

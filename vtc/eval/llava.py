@@ -108,7 +108,10 @@ def embed_video(model, features, reduction, grad: bool = False):
         expected = reduction.base_grid[0] * reduction.base_grid[1] * reduction.base_grid[2]
         if base.shape[0] != expected:
             raise VtcError(f"plan indexes {expected} base tokens but the model made {base.shape[0]}")
-        return reduction.apply(base, inner.image_newline.to(dtype))
+        marker = getattr(inner, "vtc_marker", None)  # a learned DynTok marker (vtc.adapters.marker)
+        return reduction.apply(
+            base, inner.image_newline.to(dtype), None if marker is None else marker.to(dtype)
+        )
 
 
 def prompt_ids(tokenizer, question: str, n_video_tokens: int, video_token_id: int):

@@ -65,11 +65,12 @@ class Reduction:
     def n_visual(self) -> int:
         return int((self.kind == KIND_VISUAL).sum())
 
-    def apply(self, base_tokens: Tensor, newline: Tensor) -> Tensor:
+    def apply(self, base_tokens: Tensor, newline: Tensor, marker: Tensor | None = None) -> Tensor:
         """Apply the plan to any per-token features of the base grid (e.g. projected ones).
 
         base_tokens: [T*Hb*Wb, D]; newline: [D] -> [N, D] in base_tokens' dtype, accumulated in float32.
-        Marker and newline rows get `newline` (LLaVA-OV has one learned separator embedding).
+        Marker and newline rows get `newline` (LLaVA-OV has one learned separator embedding); with
+        ``marker`` (vtc train's `marker` adapter) marker rows get that one instead.
         On CUDA, index_add_ accumulates with atomics: bit-reproducible only under
         torch.use_deterministic_algorithms(True); on CPU it is always deterministic.
         """
@@ -85,7 +86,10 @@ class Reduction:
         rows = torch.repeat_interleave(torch.arange(n, device=dev), indptr[1:] - indptr[:-1])  # [nnz]
         out = torch.zeros(n, base_tokens.shape[1], dtype=torch.float32, device=dev)
         out.index_add_(0, rows, base_tokens[src].float() * weight[:, None])
-        out[self.kind.to(dev) != KIND_VISUAL] = newline.to(device=dev, dtype=torch.float32)
+        kind = self.kind.to(dev)
+        out[kind != KIND_VISUAL] = newline.to(device=dev, dtype=torch.float32)
+        if marker is not None:
+            out[kind == KIND_MARKER] = marker.to(device=dev, dtype=torch.float32)
         return out.to(base_tokens.dtype)
 
     def to_arrays(self) -> dict[str, np.ndarray]:

@@ -41,6 +41,7 @@ class TrainOptions:
     model: str
     adapters: str
     out: str
+    adapter_options: dict[str, dict] = field(default_factory=dict)  # e.g. {"lora": {"r": "16"}}
     tokens: str | None = None  # a token store (fixed reduction), or a feature store (evaluated as none)
     features: str | None = None  # a feature store, with `method` applied to each sample on the fly
     method: str | None = None
@@ -130,7 +131,7 @@ class Trainer:
                 raise VtcError(f"{name} must be >= 1, got {v}")
         if not (opt.lr > 0 and math.isfinite(opt.lr)):
             raise VtcError(f"--lr must be a positive number, got {opt.lr}")
-        self.adapters = get_adapters(opt.adapters)
+        self.adapters = get_adapters(opt.adapters, opt.adapter_options)
         self.source = TokenSource(opt.tokens or opt.features)
         # on-the-fly reduction: one reducer per drawn combination of --set values, built once
         self.reducers: dict | None = None
@@ -319,6 +320,7 @@ def run_identity(opt: TrainOptions, trainer: Trainer) -> dict:
         "features_identity": src.features.meta.get("identity_hash"),
         "method": src.method if opt.features is None else {"method": opt.method, "sets": opt.params},
         "adapters": [a.name for a in trainer.adapters],
+        "adapter_options": {a.name: a.options for a in trainer.adapters if a.options},
         "trainable": trainer.trainable,
     }
 

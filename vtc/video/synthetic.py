@@ -34,16 +34,17 @@ QUESTIONS = {
 # which frames of an 8-frame video show a flashing square, per count: spread out, never adjacent
 _FLASHES = {1: (3,), 2: (1, 5), 3: (0, 3, 6), 4: (0, 2, 4, 6)}
 LETTERS = "ABCD"
+SIDE, NOISE = 48, 12  # the square's side (px of 128x96) and the background noise amplitude
 
 
-def render_flashes(colour: str, count: int, seed: int, n_frames: int = 8, size=(128, 96), side: int = 28):
+def render_flashes(colour: str, count: int, seed: int, n_frames: int = 8, size=(128, 96), side: int = SIDE):
     """uint8 frames [n_frames, H, W, 3]: a still square visible in ``count`` frames (n_frames must be 8, so
     that `vtc extract --frames 8` samples every frame and sees every flash)."""
     if n_frames != 8:
         raise ValueError("flashing videos have 8 frames (extract them with --frames 8)")
     rng = np.random.default_rng(seed)
     w, h = size
-    background = (rng.random((h, w, 3)) * 70).astype(np.uint8)
+    background = (rng.random((h, w, 3)) * NOISE).astype(np.uint8)
     x, y = int(rng.integers(0, w - side)), int(rng.integers(0, h - side))
     frames = np.repeat(background[None], n_frames, axis=0)
     for k in _FLASHES[count]:
@@ -51,11 +52,11 @@ def render_flashes(colour: str, count: int, seed: int, n_frames: int = 8, size=(
     return frames
 
 
-def render(colour: str, direction: str, seed: int, n_frames: int = 8, size=(128, 96), side: int = 28):
+def render(colour: str, direction: str, seed: int, n_frames: int = 8, size=(128, 96), side: int = SIDE):
     """uint8 frames [n_frames, H, W, 3]: the square moves ``direction`` across about 60% of the frame."""
     rng = np.random.default_rng(seed)
     w, h = size
-    background = (rng.random((h, w, 3)) * 70).astype(np.uint8)
+    background = (rng.random((h, w, 3)) * NOISE).astype(np.uint8)
     dx, dy = _STEP[direction]
     travel = int(0.6 * ((w if dx else h) - side))
     # start so the whole path stays inside the frame; the cross-axis position is random
