@@ -32,8 +32,13 @@ class Adapter:
     def owns(self, param_name: str) -> bool:
         return param_name.startswith(self.prefixes)
 
+    def prepare(self, model) -> None:
+        """Add the adapter's own modules or weights to the model (none for the model's own weights);
+        called before training and before loading, so both see the same parameter names."""
+
     def attach(self, model) -> list:
         """Mark this adapter's weights trainable; returns them (their count is the adapter's size)."""
+        self.prepare(model)
         params = [p for n, p in model.named_parameters() if self.owns(n)]
         if not params:
             raise VtcError(f"adapter {self.name}: the model has no weights under {', '.join(self.prefixes)}")
@@ -45,6 +50,7 @@ class Adapter:
         return {n: p.detach().contiguous() for n, p in model.named_parameters() if self.owns(n)}
 
     def load(self, model, state: dict) -> None:
+        self.prepare(model)
         own = {n: p for n, p in model.named_parameters() if self.owns(n)}
         missing = sorted(set(own) - set(state))
         if missing:

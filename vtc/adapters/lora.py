@@ -44,7 +44,7 @@ class Lora(Adapter):
     def owns(self, param_name: str) -> bool:
         return param_name.startswith(self.prefixes) and ".lora_" in param_name
 
-    def _inject(self, model) -> None:
+    def prepare(self, model) -> None:
         from peft import LoraConfig, inject_adapter_in_model
 
         if any(".lora_" in n for n, _ in model.named_parameters()):
@@ -61,12 +61,7 @@ class Lora(Adapter):
         except ValueError as e:  # no module matched the targets
             raise VtcError(f"LoRA: {str(e).splitlines()[0]}") from None
 
-    def attach(self, model) -> list:
-        self._inject(model)
-        return super().attach(model)
-
     def load(self, model, state: dict) -> None:
-        self._inject(model)
         super().load(model, state)
         from peft.tuners.lora import LoraLayer
 

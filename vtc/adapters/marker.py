@@ -15,17 +15,9 @@ NAME = "vtc_marker"
 class Marker(Adapter):
     prefixes = (f"model.{NAME}",)
 
-    def _add(self, model) -> None:
+    def prepare(self, model) -> None:
         import torch
 
         inner = model.model
         if getattr(inner, NAME, None) is None:
             inner.register_parameter(NAME, torch.nn.Parameter(inner.image_newline.detach().clone()))
-
-    def attach(self, model) -> list:
-        self._add(model)
-        return super().attach(model)
-
-    def load(self, model, state: dict) -> None:
-        self._add(model)
-        super().load(model, state)
