@@ -400,7 +400,8 @@ def _train_locked(opt: TrainOptions, out: Path, quiet: bool, console) -> TrainSu
             if over_time and done < trainer.total_steps:
                 stopped = True
                 break
-    if not stopped:
+    # a finished run re-run does nothing: its adapter (and the evaluations keyed on it) stay as they are
+    if not stopped and (done > start or not (out / "adapter.safetensors").exists()):
         _save_adapter(trainer, out, ident, ident_hash)
         _plot_losses(out / "loss.png", [r for r in read_jsonl(log, lambda r: None) if "loss" in r], evals)
     return TrainSummary(
