@@ -91,7 +91,14 @@ def test_training_lowers_the_loss_and_writes_the_run(syn, tmp_path):
     s = train(options(syn, tmp_path / "run", steps=12, save_every=4), quiet=True)
     assert s.steps == 12 and s.samples == 16 and s.missing_videos == 0
     assert sum(s.losses[-3:]) / 3 < 0.8 * sum(s.losses[:3]) / 3
-    for name in ("run.json", "log.jsonl", "adapter.safetensors", "adapter.json", "checkpoint/state.json"):
+    for name in (
+        "run.json",
+        "log.jsonl",
+        "adapter.safetensors",
+        "adapter.json",
+        "checkpoint/state.json",
+        "loss.png",
+    ):
         assert (tmp_path / "run" / name).exists(), name
     meta = json.loads((tmp_path / "run" / "adapter.json").read_text())
     assert meta["adapters"] == ["full", "projector"] and meta["trainable"]["projector"] > 0
@@ -199,3 +206,42 @@ def test_marker_adapter_starts_as_the_newline_and_learns_apart(syn, tmp_path):
     emb = embed_video(model, x, red)
     marker_rows = emb[red.kind == KIND_MARKER]
     assert len(marker_rows) and torch.allclose(marker_rows[0], model.model.vtc_marker.float())
+
+
+def test_cli_train_json_and_one_line_errors(syn, tmp_path):
+    def vtc(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "vtc", "train", *map(str, args)], capture_output=True, text=True
+        )
+
+    r = vtc("--data", syn["train"], "--model", syn["model"], "--adapter", "projector", "--tokens", syn["feats"],
+            "--out", tmp_path / "run", "--steps", "2", "--json")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["steps"] == 2 and out["trainable"] == {"projector": 32 * 64 + 64 + 64 * 64 + 64}
+    for args, message in [
+        (("--data", tmp_path / "none.json"), "does not exist"),
+        (("--data", syn["train"], "--adapter", "nope"), "unknown adapter 'nope'"),
+        (("--data", syn["train"], "--features", syn["feats"]), "--features needs --method"),
+        (
+            (
+                "--data",
+                syn["train"],
+                "--features",
+                syn["feats"],
+                "--method",
+                "dyntok",
+                "--set",
+                "threshold=0.5,nan",
+            ),
+            "finite",
+        ),
+    ]:
+        base = {"--adapter": "projector", "--tokens": syn["feats"]}
+        argv = list(args)
+        for k, v in base.items():
+            if k not in argv and not (k == "--tokens" and "--features" in argv):
+                argv += [k, v]
+        r = vtc(*argv, "--model", syn["model"], "--out", tmp_path / "bad", "--steps", "1")
+        assert r.returncode == 2 and "Traceback" not in r.stderr and message in r.stderr, (args, r.stderr)
+        assert not (tmp_path / "bad").exists()  # a refused run leaves no empty run directory

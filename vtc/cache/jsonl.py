@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -84,3 +85,16 @@ def exclusive(lock_file: str | Path, what: str) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def removed_on_error(path: str | Path, made: bool, keep: str) -> Iterator[None]:
+    """On an error inside, remove ``path`` if this run created it (``made``) and ``path/keep`` does not
+    exist yet: a run that fails before it produced anything leaves no empty output behind, and one
+    that produced something keeps it for the resume."""
+    try:
+        yield
+    except BaseException:
+        if made and not (Path(path) / keep).exists():
+            shutil.rmtree(path, ignore_errors=True)
+        raise

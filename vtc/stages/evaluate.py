@@ -16,15 +16,13 @@ resumes from it (``fresh=True`` starts over), and a journal from a different run
 
 from __future__ import annotations
 
-import contextlib
 import json
-import shutil
 import statistics
 import sys
 import time
 from pathlib import Path
 
-from vtc.cache.jsonl import exclusive
+from vtc.cache.jsonl import exclusive, removed_on_error
 from vtc.errors import VtcError
 from vtc.versions import library_versions
 
@@ -112,18 +110,6 @@ def _check_resume(out: Path, run_key: dict, fresh: bool) -> None:
     run_file.write_text(json.dumps(run_key, indent=2, default=str))
 
 
-@contextlib.contextmanager
-def _removed_if_unanswered(out: Path, made: bool):
-    """A run that fails before its first answer (a wrong store, a wrong model) leaves no --out behind
-    when it created it; once an answer is journalled, everything stays for the resume."""
-    try:
-        yield
-    except BaseException:
-        if made and not (out / "answers.jsonl").exists():
-            shutil.rmtree(out, ignore_errors=True)
-        raise
-
-
 class _PeakMemory:
     """Peak memory of the evaluation: CUDA allocator peak on a GPU, else the process's peak RSS."""
 
@@ -178,7 +164,10 @@ def evaluate(
     made = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     # One evaluation per --out at a time: two would both append to the journal and both write results.
-    with _removed_if_unanswered(out, made), exclusive(out / ".lock", f"evaluation output {out}"):
+    with (
+        removed_on_error(out, made, keep="answers.jsonl"),
+        exclusive(out / ".lock", f"evaluation output {out}"),
+    ):
         include_paths = [str(include)] if include else []
         task_name = task
         if data is not None:

@@ -30,7 +30,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from vtc.cache.jsonl import append_jsonl, exclusive, read_jsonl
+from vtc.cache.jsonl import append_jsonl, exclusive, read_jsonl, removed_on_error
 from vtc.errors import VtcError, warn
 from vtc.versions import library_versions, stable_hash
 
@@ -327,8 +327,9 @@ def run_identity(opt: TrainOptions, trainer: Trainer) -> dict:
 
 def train(opt: TrainOptions, quiet: bool = False, console=None) -> TrainSummary:
     out = Path(opt.out)
+    made = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    with exclusive(out / ".lock", f"training run {out}"):
+    with removed_on_error(out, made, keep="log.jsonl"), exclusive(out / ".lock", f"training run {out}"):
         return _train_locked(opt, out, quiet, console)
 
 
