@@ -236,6 +236,10 @@ def test_cli_train_json_and_one_line_errors(syn, tmp_path):
             ),
             "finite",
         ),
+        (
+            ("--data", syn["train"], "--features", syn["feats"], "--method", "visionzip"),
+            "train on the token store",
+        ),
     ]:
         base = {"--adapter": "projector", "--tokens": syn["feats"]}
         argv = list(args)

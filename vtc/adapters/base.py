@@ -86,20 +86,18 @@ def get_adapters(names: str | list[str], options: dict[str, dict] | None = None)
 def load_adapter(model, run: str | Path, store_identity: str | None = None) -> dict:
     """Load a trained run's adapters into ``model`` (a freshly loaded base); refuse a run trained on another
     base model or another store identity. Returns the run's adapter.json."""
-    import json
-
     from safetensors.torch import load_file
 
+    from vtc.cache.jsonl import read_json
     from vtc.encoders.vision import _config_hash
 
     run = Path(run)
     meta_path = run / "adapter.json"
     if not meta_path.exists():
         raise VtcError(f"{run} holds no trained adapter (no adapter.json); train it to the end first")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise VtcError(f"{meta_path} is unreadable ({type(e).__name__})") from None
+    meta = read_json(meta_path)
+    if meta is None:
+        raise VtcError(f"{meta_path} is unreadable; train the run again (--fresh)")
     if meta.get("base_model", {}).get("config_hash") != _config_hash(model.config):
         raise VtcError(f"{run} was trained on another base model ({meta.get('base_model', {}).get('id')})")
     if store_identity is not None and meta.get("features_identity") != store_identity:

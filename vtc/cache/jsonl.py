@@ -50,6 +50,16 @@ def read_jsonl(path: str | Path, check: Callable[[dict], str | None]) -> list[di
     return records
 
 
+def read_json(path: str | Path) -> dict | None:
+    """A JSON object file of ours (run.json, adapter.json, state.json), or None where it is missing,
+    torn, not UTF-8 or not an object: the caller says what that means and what to do."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def append_jsonl(path: str | Path, rec: dict) -> None:
     """Append one record as a line and fsync it; the line is complete on disk before this returns. A torn
     previous line (a killed append) must not swallow this one, so it starts on a fresh line if needed."""

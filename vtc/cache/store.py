@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from vtc.cache.jsonl import append_jsonl, exclusive, missing_fields, read_jsonl
+from vtc.cache.jsonl import append_jsonl, exclusive, missing_fields, read_jsonl, removed_on_error
 from vtc.errors import VtcError
 from vtc.versions import library_versions, stable_hash
 
@@ -93,14 +93,9 @@ class Store:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise VtcError(f"cannot create {path}: {e.strerror}") from None
-        with exclusive(path / LOCK_FILE, str(path)):
-            try:
-                return cls._create_locked(path, kind, identity, provenance)
-            except BaseException:
-                # Only what this call made, and under the lock: never another run's store in the making.
-                if made_dir and not (path / "zarr.json").exists():
-                    shutil.rmtree(path, ignore_errors=True)
-                raise
+        # What this call made is removed on failure under the lock: never another run's store in the making.
+        with exclusive(path / LOCK_FILE, str(path)), removed_on_error(path, made_dir, keep="zarr.json"):
+            return cls._create_locked(path, kind, identity, provenance)
 
     @classmethod
     def _create_locked(cls, path: Path, kind: str, identity: dict, provenance: dict | None) -> Store:

@@ -63,22 +63,32 @@ class TokenSource:
                 return cand
         raise VtcError(f"video '{s}' is not in the store (looked up as '{Path(s).stem}'); extract it first")
 
-    def load(self, video_id: str):
-        """(features float tensor [T, H*W, C], Reduction) of one video."""
+    def features_of(self, video_id: str):
+        """The stored features [T, H*W, C] of one video (a CPU tensor in the storage dtype)."""
         import torch
 
         arrays, _ = self.features.load(video_id, ("features",))
         x = torch.from_numpy(arrays["features"])
+        self._refuse_non_finite(video_id, {"features": x})
+        return x
+
+    def load(self, video_id: str):
+        """(features float tensor [T, H*W, C], Reduction) of one video."""
+        x = self.features_of(video_id)
         if self.tokens is None:
             red = self._none(x, self.grid)
         else:
             from vtc.stages.compress import load_reduction
 
             red = load_reduction(self.tokens, video_id)
-        bad = non_finite({"features": x, "tokens": getattr(red, "tokens", None)})
+        self._refuse_non_finite(video_id, {"tokens": getattr(red, "tokens", None)})
+        return x, red
+
+    @staticmethod
+    def _refuse_non_finite(video_id: str, arrays: dict) -> None:
+        bad = non_finite(arrays)
         if bad:  # the LLM would answer on garbage and the run would still score it
             raise VtcError(f"video '{video_id}' has {bad}; re-extract it (vtc extract skips such videos)")
-        return x, red
 
 
 def check_compatible(model, grid: tuple[int, int], dim: int) -> None:
@@ -227,7 +237,6 @@ class LlavaRunner:
                 f"'{self.model_id}' is a {config.model_type} checkpoint; vtc eval needs a LLaVA-OneVision "
                 "checkpoint (e.g. llava-hf/llava-onevision-qwen2-0.5b-ov-hf)"
             )
-        self.config = config
         try:
             self.model = (
                 LlavaOnevisionForConditionalGeneration.from_pretrained(

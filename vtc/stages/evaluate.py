@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from vtc.cache.jsonl import exclusive, removed_on_error
+from vtc.cache.jsonl import exclusive, read_json, removed_on_error
 from vtc.errors import VtcError
 from vtc.versions import library_versions
 
@@ -90,13 +90,8 @@ def _check_resume(out: Path, run_key: dict, fresh: bool) -> None:
     if fresh:
         journal.unlink(missing_ok=True)
     elif run_file.exists() and journal.exists():
-        try:
-            old = json.loads(run_file.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            old = None
-        if not isinstance(
-            old, dict
-        ):  # torn by a crash, or not ours: which run the answers belong to is unknown
+        old = read_json(run_file)
+        if old is None:  # torn by a crash, or not ours: which run the answers belong to is unknown
             raise VtcError(
                 f"{run_file} is unreadable, so the answers in {journal.name} cannot be matched to this run; "
                 "use --fresh to discard them, or another --out"

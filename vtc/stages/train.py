@@ -30,7 +30,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from vtc.cache.jsonl import append_jsonl, exclusive, read_jsonl, removed_on_error
+from vtc.cache.jsonl import append_jsonl, exclusive, missing_fields, read_json, read_jsonl, removed_on_error
 from vtc.errors import VtcError, warn
 from vtc.versions import library_versions, stable_hash
 
@@ -170,6 +170,7 @@ class Trainer:
             self.optimizer, lambda s: _lr_factor(s, self.total_steps, warmup_steps)
         )
         self.cache = _Cache()
+        self._perm: tuple = (None, None)  # (epoch, its sample order), derived from the seed
         self.eval_set = None
         if opt.eval_data:
             self.eval_set = [(s, v) for s in read_qa(opt.eval_data).samples if (v := self._resolve(s))]
@@ -185,19 +186,25 @@ class Trainer:
 
     def _check_reducer(self) -> None:
         """A bad method, key or value fails now, not at step 1000."""
-        from vtc.stages.compress import make_reducer
+        from vtc.reducers import get_reducer, list_reducers
 
         for key, values in self.opt.params.items():
             if not values:
                 raise VtcError(f"--set {key}= needs at least one value")
             for v in values:
-                make_reducer(self.opt.method, {key: v})
+                get_reducer(self.opt.method, **{key: v})
+        cls = list_reducers().get(self.opt.method)
+        if cls is not None and cls.info.needs:
+            raise VtcError(
+                f"method {self.opt.method} needs '{cls.info.needs[0]}' per video; compress with it and "
+                "train on the token store (--tokens) instead"
+            )
 
     def reducer_for(self, micro: int):
         """The reducer of micro-batch ``micro``: each listed parameter drawn from its values, seeded."""
         import torch
 
-        from vtc.stages.compress import make_reducer
+        from vtc.reducers import get_reducer
 
         g = torch.Generator().manual_seed(self.opt.seed * 1_000_003 + micro)
         drawn = {
@@ -205,7 +212,7 @@ class Trainer:
         }
         key = tuple(sorted(drawn.items()))
         if key not in self.reducers:
-            self.reducers[key] = make_reducer(self.opt.method, drawn)
+            self.reducers[key] = get_reducer(self.opt.method, **drawn)
         return self.reducers[key], drawn
 
     def batch_samples(self, micro: int) -> list:
@@ -216,18 +223,20 @@ class Trainer:
         out = []
         for p in range(micro * bs, micro * bs + bs):
             epoch, i = divmod(p, n)
-            perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.opt.seed * 7919 + epoch))
-            out.append(self.samples[int(perm[i])])
+            if self._perm[0] != epoch:  # drawn once per epoch, not once per sample
+                g = torch.Generator().manual_seed(self.opt.seed * 7919 + epoch)
+                self._perm = (epoch, torch.randperm(n, generator=g))
+            out.append(self.samples[int(self._perm[1][i])])
         return out
 
     def load(self, vid: str, micro: int):
+        """(features, Reduction) of one video: the stored reduction, or micro-batch ``micro``'s reducer
+        applied to the stored features."""
         if self.reducers is None:
             return self.cache.get(vid, lambda: self.source.load(vid))
-        x, _ = self.cache.get(("x", vid), lambda: self.source.load(vid))
+        x, _ = self.cache.get(("x", vid), lambda: (self.source.features_of(vid), None))
         reducer, _ = self.reducer_for(micro)
-        from vtc.stages.compress import run_reducer
-
-        return x, run_reducer(reducer, x, self.source.grid, {}, "cpu")
+        return x, reducer(x, self.source.grid)
 
     # ------------------------------------------------------------------ one step
     def micro_loss(self, micro: int):
@@ -334,7 +343,6 @@ def train(opt: TrainOptions, quiet: bool = False, console=None) -> TrainSummary:
 
 
 def _train_locked(opt: TrainOptions, out: Path, quiet: bool, console) -> TrainSummary:
-
     from vtc.stages.progress import progress_bar
 
     trainer = Trainer(opt)
@@ -346,7 +354,11 @@ def _train_locked(opt: TrainOptions, out: Path, quiet: bool, console) -> TrainSu
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
     start = 0
     if (out / "checkpoint" / "state.json").exists():
-        state = _read_json(out / "checkpoint" / "state.json")
+        state = read_json(out / "checkpoint" / "state.json")
+        if state is None:
+            raise VtcError(
+                f"{out / 'checkpoint' / 'state.json'} is unreadable; use --fresh to start the run over"
+            )
         if state.get("identity_hash") != ident_hash:
             raise VtcError(
                 f"{out} holds a different training run; use another --out, or --fresh to start over"
@@ -358,11 +370,7 @@ def _train_locked(opt: TrainOptions, out: Path, quiet: bool, console) -> TrainSu
         )
     )
     log = out / "log.jsonl"
-    kept = [
-        r
-        for r in read_jsonl(log, lambda r: None if "step" in r else "missing field 'step'")
-        if r["step"] <= start
-    ]
+    kept = [r for r in read_jsonl(log, lambda r: missing_fields(r, ("step",))) if r["step"] <= start]
     log.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
     losses = [r["loss"] for r in kept if "loss" in r]
     evals = [r for r in kept if "eval" in r]
@@ -431,16 +439,6 @@ def _file_hash(path: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, OSError):
-        data = None
-    if not isinstance(data, dict):
-        raise VtcError(f"{path} is unreadable; use --fresh to start the run over")
-    return data
-
-
 def _save_checkpoint(trainer: Trainer, path: Path, step: int, ident_hash: str) -> None:
     """Written beside, then renamed over the last one: a run killed mid-save keeps the previous one."""
     import torch
@@ -449,11 +447,7 @@ def _save_checkpoint(trainer: Trainer, path: Path, step: int, ident_hash: str) -
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    model = trainer.runner.model
-    state = {}
-    for a in trainer.adapters:
-        state.update(a.state(model))
-    save_file({k: v.cpu() for k, v in state.items()}, str(tmp / "adapter.safetensors"))
+    save_file(_adapter_weights(trainer), str(tmp / "adapter.safetensors"))
     torch.save(
         {
             "optimizer": trainer.optimizer.state_dict(),
@@ -469,6 +463,14 @@ def _save_checkpoint(trainer: Trainer, path: Path, step: int, ident_hash: str) -
         path.rename(old)
     tmp.rename(path)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _adapter_weights(trainer: Trainer) -> dict:
+    """Every adapter's weights by parameter name, on the CPU: what a checkpoint and a run save."""
+    state = {}
+    for a in trainer.adapters:
+        state.update(a.state(trainer.runner.model))
+    return {k: v.cpu() for k, v in state.items()}
 
 
 def _load_checkpoint(trainer: Trainer, path: Path, state: dict) -> int:
@@ -491,10 +493,7 @@ def _load_checkpoint(trainer: Trainer, path: Path, state: dict) -> int:
 def _save_adapter(trainer: Trainer, out: Path, ident: dict, ident_hash: str) -> None:
     from safetensors.torch import save_file
 
-    state = {}
-    for a in trainer.adapters:
-        state.update(a.state(trainer.runner.model))
-    save_file({k: v.cpu() for k, v in state.items()}, str(out / "adapter.safetensors.tmp"))
+    save_file(_adapter_weights(trainer), str(out / "adapter.safetensors.tmp"))
     os.replace(out / "adapter.safetensors.tmp", out / "adapter.safetensors")
     (out / "adapter.json").write_text(
         json.dumps({**ident, "identity_hash": ident_hash}, indent=2, default=str)
