@@ -32,6 +32,9 @@ class Adapter:
     def owns(self, param_name: str) -> bool:
         return param_name.startswith(self.prefixes)
 
+    def bind(self, reduction) -> None:
+        """Read what the adapter's size depends on from one training sample's reduction (token modules)."""
+
     def prepare(self, model) -> None:
         """Add the adapter's own modules or weights to the model (none for the model's own weights);
         called before training and before loading, so both see the same parameter names."""
@@ -65,6 +68,82 @@ class Adapter:
                         f"{list(p.shape)} in this model: it was trained on another base model"
                     )
                 p.copy_(state[n].to(p.dtype))
+
+
+# Modules on the reduced tokens, in the order ``vtc.eval.llava.embed_video`` applies them (after the
+# projector and the plan, before the LLM): attribute names on the LLaVA-OV inner model.
+TOKEN_MODULES = ("vtc_vq_attn", "vtc_cross_dynamics")
+
+
+class TokenAdapter(Adapter):
+    """An adapter that adds a module of its own on the reduced tokens of a clustering reduction (a codebook
+    / token base of K visual tokens and its index map / token dynamics map): vq-attn, cross-dynamics.
+
+    Its settings (``defaults``, parsed by ``parse``) and the sizes read from the training data by ``bind``
+    are saved with the run, so evaluation rebuilds the same module before loading its weights."""
+
+    attr = ""  # the module's attribute on the inner model, one of TOKEN_MODULES
+    defaults: dict = {}
+    bound: tuple[str, ...] = ()  # options ``bind`` fills from the data
+
+    def __init__(self, options: dict | None = None):
+        opts = {**self.defaults, **(options or {})}
+        unknown = sorted(set(opts) - set(self.defaults) - set(self.bound))
+        if unknown:
+            raise VtcError(f"unknown {self.name} option '{unknown[0]}'; valid: {', '.join(self.defaults)}")
+        try:
+            self.options = self.parse(opts)
+        except (TypeError, ValueError) as e:
+            raise VtcError(f"bad {self.name} option: {e}") from None
+
+    @property
+    def prefixes(self) -> tuple[str, ...]:  # type: ignore[override]
+        return (f"model.{self.attr}.",)
+
+    def parse(self, opts: dict) -> dict:
+        return dict(opts)
+
+    def build(self, dim: int):
+        raise NotImplementedError
+
+    def prepare(self, model) -> None:
+        inner = model.model
+        if getattr(inner, self.attr, None) is not None:
+            return
+        missing = [k for k in self.bound if k not in self.options]
+        if missing:
+            raise VtcError(f"adapter {self.name}: the saved run lacks its '{missing[0]}' setting")
+        ref = inner.multi_modal_projector.linear_1.weight
+        module = self.build(int(model.config.text_config.hidden_size))
+        inner.add_module(self.attr, module.to(ref.device, ref.dtype))
+
+
+def cluster_map(reduction, adapter: str):
+    """(index map [T, Hb, Wb] int64 of 0-based visual-token ids, is_visual [N] bool) of a clustering
+    reduction (vqtoken's index_map, tokendynamics' dynamics_map); any other reduction is one line."""
+    from vtc.reducers.base import KIND_VISUAL
+
+    for key in ("index_map", "dynamics_map"):
+        if key in reduction.extras:
+            return reduction.extras[key].long(), reduction.kind == KIND_VISUAL
+    raise VtcError(
+        f"adapter {adapter} works on a clustering reduction (vqtoken or tokendynamics: a codebook and its "
+        "index map); these tokens have no index map"
+    )
+
+
+def cluster_inputs(tokens, reduction, adapter: str, cells: int | None = None):
+    """What a token module reads, on ``tokens``' device: (index map [T, Hb*Wb], is_visual [N], the codebook
+    B = the visual rows of ``tokens``). ``cells``: the cells per frame the module was built for; another
+    grid is refused in one line."""
+    index, visual = cluster_map(reduction, adapter)
+    index, visual = index.to(tokens.device).reshape(index.shape[0], -1), visual.to(tokens.device)
+    if cells is not None and index.shape[1] != cells:
+        raise VtcError(
+            f"{adapter} was trained on {cells} cells per frame; this video has {index.shape[1]}: use the "
+            "same encoder and grid"
+        )
+    return index, visual, tokens[visual]
 
 
 def get_adapters(names: str | list[str], options: dict[str, dict] | None = None) -> list[Adapter]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vtc.adapters.base import TOKEN_MODULES
 from vtc.cache import Store, non_finite
 from vtc.errors import VtcError
 
@@ -102,7 +103,8 @@ def check_compatible(model, grid: tuple[int, int], dim: int) -> None:
 
 
 def embed_video(model, features, reduction, grad: bool = False):
-    """features [T, H*W, C] (tower output) + plan -> [N, D] LLM-space tokens, N = reduction.n_llm_tokens.
+    """features [T, H*W, C] (tower output) + plan -> [N, D] LLM-space tokens, N = reduction.n_llm_tokens
+    (or what a token module makes of them: vq-attn's official form gives max(T, K) visual tokens).
     ``grad``: keep the autograd graph (training the projector), else run under inference mode."""
     from contextlib import nullcontext
 
@@ -119,9 +121,14 @@ def embed_video(model, features, reduction, grad: bool = False):
         if base.shape[0] != expected:
             raise VtcError(f"plan indexes {expected} base tokens but the model made {base.shape[0]}")
         marker = getattr(inner, "vtc_marker", None)  # a learned DynTok marker (vtc.adapters.marker)
-        return reduction.apply(
+        out = reduction.apply(
             base, inner.image_newline.to(dtype), None if marker is None else marker.to(dtype)
         )
+        for name in TOKEN_MODULES:  # trained modules on the reduced tokens (vq-attn, cross-dynamics)
+            module = getattr(inner, name, None)
+            if module is not None:
+                out = module(out, reduction)
+        return out
 
 
 def prompt_ids(tokenizer, question: str, n_video_tokens: int, video_token_id: int):
@@ -171,8 +178,8 @@ class Generation:
     n_new_tokens counts every generated token, the end-of-sequence token included (it was computed).
     ttft_s: embed_video (projector, pooling, plan) + prefill + the first token's id on the host.
     decode_s_per_token: the mean time of one decode step (forward + argmax); None with a single token.
-    visual_prefill: visual tokens entering layer 0 at prefill (= reduction.n_llm_tokens: markers and the
-    newline included). n_text: the prompt's other tokens (system prompt, chat tags, question).
+    visual_prefill: visual tokens entering layer 0 at prefill (reduction.n_llm_tokens, or what a token
+    module made of them; markers and the newline included). n_text: the prompt's other tokens (system prompt, chat tags, question).
     visible_per_layer_prefill[i]: visual keys layer i attended to at prefill;
     visible_per_layer_decode[i]: their mean over the decode steps (with no decode step, the prefill
     figures); visual_decode: that mean for the last layer (= visual_prefill without online pruning).
@@ -364,7 +371,7 @@ class LlavaRunner:
             n_new_tokens=len(tokens),
             ttft_s=ttft,
             decode_s_per_token=sum(step_s) / len(step_s) if step_s else None,
-            visual_prefill=int(reduction.n_llm_tokens),
+            visual_prefill=int(n_vis),
             n_text=int(ids.shape[1]) - n_vis,
             visual_decode=float(decode[-1]),
             visible_per_layer_prefill=prefill,
@@ -476,8 +483,8 @@ class LlavaRunner:
                 )
 
         gens = []
-        for b, (_, r, _) in enumerate(items):
-            n = int(r.n_llm_tokens)
+        for b in range(len(items)):
+            n = int(embs[b].shape[0])  # what the LLM saw (a token module may change the count)
             gens.append(
                 Generation(
                     text=self.tokenizer.decode(tokens[b], skip_special_tokens=True).strip(),

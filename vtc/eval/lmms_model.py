@@ -137,8 +137,9 @@ class VtcLlavaOneVision(lmms):
                 rec = {
                     **stub,
                     "answer": g.text,
-                    "visual_tokens": int(red.n_llm_tokens),
-                    "n_visual": int(red.n_visual()),
+                    "visual_tokens": int(g.visual_prefill),
+                    # markers and the newline are the plan's; a token module changes only the visual count
+                    "n_visual": int(g.visual_prefill) - (int(red.n_llm_tokens) - int(red.n_visual())),
                     "visual_decode": float(g.visual_decode),
                     "visible_per_layer_prefill": list(g.visible_per_layer_prefill),
                     "visible_per_layer_decode": [float(v) for v in g.visible_per_layer_decode],

@@ -20,7 +20,7 @@ class TokenDynamics(ClusterReducer):
 
     Seed 000 is the abstract only; the pieces follow the authors' later VQToken (seed 002, Eq. 3-5),
     which names the same things codebook / index map, and its official code. The cross-dynamics attention
-    that folds the map into the base without adding tokens is a trained adapter (a later issue).
+    that folds the map into the base without adding tokens is the `cross-dynamics` adapter (vtc train).
     extras["dynamics_map"] int32 [T, Hb, Wb]: 0-based output-token ids; extras["token_base"] float32
     [K, C]: the mean of the members' unit vectors (what k-means sees); the output tokens are the raw means
     (plan weights 1/|cluster|). Same K rules, parameters and clustering as `vqtoken`.

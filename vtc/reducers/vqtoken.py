@@ -18,7 +18,7 @@ class VQToken(ClusterReducer):
 
     Eq. 4, codebook: b_k = 1/|s_k| sum_{i in s_k} t_i. Eq. 5, token hash / index map:
     M[f, h, w] = c_i with i = f*H*W + h*W + w. Eq. 6-7, VQ-Attention: M~ = MLP(Flatten(M)) [K, D],
-    B' = MultiHeadAttn(Q = B W_Q, K = B W_K, V = M~ W_V) -- a trained adapter (a later issue). Without
+    B' = MultiHeadAttn(Q = B W_Q, K = B W_K, V = M~ W_V) -- the `vq-attn` adapter (vtc train). Without
     it the LLM sees the K centroids + newline, which is what the official HEAD runs by default.
 
     Tokens: the plan gives each member weight 1/|s_k|, so a token is Eq. 4 on the raw (un-normalised)

@@ -78,9 +78,11 @@ def adapter_identity(adapter) -> dict | None:
     if not adapter:
         return None
     w = Path(adapter) / "adapter.safetensors"
+    meta = read_json(Path(adapter) / "adapter.json")
     return {
         "run": str(Path(adapter).resolve()),
         "weights": [w.stat().st_size, int(w.stat().st_mtime)] if w.exists() else None,
+        "adapters": (meta or {}).get("adapters"),
     }
 
 

@@ -1,0 +1,97 @@
+"""`cross-dynamics`: Token Dynamics' cross-dynamics attention (Token Dynamics: A Temporal-Spatial Framework
+for Extreme Token Reduction in Video LLMs, arXiv 2503.16980 v1–v3; VQToken from v4).
+
+It sits after the projector and the plan, before the LLM, on a ``tokendynamics`` (or ``vqtoken``)
+reduction: the token base B is its K visual tokens (object-level content, each the mean of its projected
+members) and the token dynamics map M [T, Hb, Wb] says which base token every grid cell holds, so the
+cells of one base token trace where and when that content is in the video.
+
+The paper (an abstract only for v1–v3) says the attention "integrates motion features into the token
+base without increasing token length"; its code shares VQ-Attention's module family. vtc's form: every
+cell c = (t, h, w) of the map becomes a dynamics token d_c = B[M[c]] + E_t[t] + E_s[h·Wb + w] (learned
+frame and cell embeddings), and base token k attends to the dynamics tokens of its own cells only::
+
+    B'_k = B_k + MultiHeadAttn(Q = LN(B_k) W_Q, K = LN(d_c) W_K, V = LN(d_c) W_V),  c in {c : M[c] = k}
+
+so each base token gathers its own trajectory (which frames, which places, weighted by learned queries:
+one head can look at early frames, another at late ones). The output projection starts at zero (an
+untrained adapter changes nothing) and K tokens come out, followed by the reduction's newline. Settings:
+``heads`` (default 8) and ``frames`` (the frame-embedding table, default 64: longer videos are refused).
+"""
+
+from __future__ import annotations
+
+import functools
+
+from vtc.adapters.base import TokenAdapter, cluster_inputs, cluster_map, register_adapter
+from vtc.errors import VtcError
+
+
+@register_adapter("cross-dynamics")
+class CrossDynamics(TokenAdapter):
+    attr = "vtc_cross_dynamics"
+    defaults = {"heads": 8, "frames": 64}
+    bound = ("cells",)  # Hb*Wb
+
+    def parse(self, opts: dict) -> dict:
+        out = {k: int(opts[k]) for k in ("heads", "frames")}
+        if out["heads"] < 1 or out["frames"] < 1:
+            raise ValueError("heads and frames must be >= 1")
+        if "cells" in opts:
+            out["cells"] = int(opts["cells"])
+        return out
+
+    def bind(self, reduction) -> None:
+        cluster_map(reduction, self.name)
+        _, Hb, Wb = reduction.base_grid
+        self.options.setdefault("cells", Hb * Wb)
+
+    def build(self, dim: int):
+        if dim % self.options["heads"]:
+            raise VtcError(
+                f"cross-dynamics: heads={self.options['heads']} does not divide the hidden size {dim}"
+            )
+        return _module()(self.options["cells"], self.options["frames"], dim, self.options["heads"])
+
+
+@functools.cache
+def _module():
+    """The torch module, defined on first use: the CLI starts without importing torch."""
+    import torch
+    from torch import nn
+
+    class CrossDynamicsAttn(nn.Module):
+        def __init__(self, cells: int, frames: int, dim: int, heads: int):
+            super().__init__()
+            self.cells, self.frames = cells, frames
+            self.frame = nn.Embedding(frames, dim)
+            self.cell = nn.Embedding(cells, dim)
+            with torch.no_grad():  # on the scale of the tokens' own features
+                self.frame.weight.normal_(0.0, dim**-0.5)
+                self.cell.weight.normal_(0.0, dim**-0.5)
+            self.norm_q, self.norm_kv = nn.LayerNorm(dim), nn.LayerNorm(dim)
+            self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+            with torch.no_grad():  # untrained = identity
+                self.attn.out_proj.weight.zero_()
+                self.attn.out_proj.bias.zero_()
+
+        def forward(self, tokens, reduction):
+            index, visual, B = cluster_inputs(tokens, reduction, "cross-dynamics", self.cells)
+            T = index.shape[0]
+            if T > self.frames:
+                raise VtcError(
+                    f"cross-dynamics embeds at most {self.frames} frames; this video has {T} "
+                    "(train with --cross-dynamics frames=N)"
+                )
+            K, dim = B.shape
+            t = torch.arange(T, device=tokens.device)[:, None].expand_as(index)
+            c = torch.arange(index.shape[1], device=tokens.device)[None, :].expand_as(index)
+            dyn = B[index] + self.frame(t) + self.cell(c)  # [T, Hb*Wb, D]: the dynamics tokens
+            dyn = self.norm_kv(dyn.reshape(-1, dim))
+            own = index.reshape(1, -1) == torch.arange(K, device=tokens.device)[:, None]  # [K, cells]
+            mixed, _ = self.attn(
+                self.norm_q(B)[None], dyn[None], dyn[None], attn_mask=~own, need_weights=False
+            )
+            return torch.cat([B + mixed[0], tokens[~visual]])
+
+    return CrossDynamicsAttn
