@@ -12,7 +12,7 @@ import torch
 from vtc.errors import VtcError
 from vtc.stages.extract import extract
 from vtc.stages.train import TrainOptions, train
-from vtc.video.synthetic import make_synthetic_qa, render, render_flashes
+from vtc.video.synthetic import COLOURS, make_synthetic_qa, render, render_flashes, render_often, render_order
 
 
 @pytest.fixture(scope="module")
@@ -41,13 +41,23 @@ def test_synthetic_answers_depend_on_the_pixels():
     shown = [(f == (50, 80, 235)).all(-1).any() for f in render_flashes("blue", 3, seed=2)]
     assert sum(shown) == 3 and not any(x and y for x, y in zip(shown, shown[1:], strict=False))
 
+    def frames_with(frames, colour):
+        return [k for k, f in enumerate(frames) if (f == COLOURS[colour]).all(-1).any()]
+
+    order = render_order("green", "yellow", seed=4)
+    assert frames_with(order, "green") == [0, 1, 2, 3] and frames_with(order, "yellow") == [4, 5, 6, 7]
+    often = render_often("red", "blue", seed=5)
+    assert frames_with(often, "red") == [0, 3, 6] and len(frames_with(often, "blue")) == 1
+    assert not set(frames_with(often, "blue")) & {0, 3, 6}
+
 
 def test_synthetic_splits_are_balanced_and_deterministic(tmp_path):
     p = make_synthetic_qa(tmp_path / "a", n_train=16, n_test=8, seed=3)
     rows = [json.loads(x) for x in p["train"].read_text().splitlines()]
-    colour = [r["answer"] for r in rows if r["category"] == "colour"]
-    assert sorted(colour) == sorted("ABCD" * 4)
-    assert {r["category"] for r in rows} == {"colour", "count", "direction"}
+    by = {c: sorted(r["answer"] for r in rows if r["category"] == c) for c in {r["category"] for r in rows}}
+    # four kinds of 4 videos: colour asked of the moving and flashing ones, two questions per two-colour video
+    assert by == {"colour": sorted("ABCD" * 2), "count": list("ABCD"), "direction": list("ABCD"),
+                  "order": sorted("ABCD" * 2), "frequency": sorted("ABCD" * 2)}  # fmt: skip
     q = make_synthetic_qa(tmp_path / "b", n_train=16, n_test=8, seed=3)
     assert p["train"].read_text() == q["train"].read_text()
     train_ids = {r["video"] for r in rows}
@@ -249,3 +259,42 @@ def test_cli_train_json_and_one_line_errors(syn, tmp_path):
         r = vtc(*argv, "--model", syn["model"], "--out", tmp_path / "bad", "--steps", "1")
         assert r.returncode == 2 and "Traceback" not in r.stderr and message in r.stderr, (args, r.stderr)
         assert not (tmp_path / "bad").exists()  # a refused run leaves no empty run directory
+
+
+@pytest.mark.slow
+def test_two_processes_train_as_one_with_twice_the_accumulation(syn, tmp_path):
+    """Two CPU processes (torchrun, gloo; what `accelerate launch --multi_gpu` starts on GPUs, while on a CPU
+    it starts one process without MPI): each takes every other micro-batch and the gradients are averaged,
+    so the losses and weights are those of one process with --grad-accum 2."""
+    import socket
+
+    from safetensors.torch import load_file
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = ["train", "--data", syn["train"], "--model", syn["model"], "--adapter", "projector,full",
+            "--tokens", syn["feats"], "--steps", "3", "--lr", "3e-3", "--batch-size", "2", "--quiet"]  # fmt: skip
+    two = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+         "-m", "vtc", *map(str, args), "--out", str(tmp_path / "two")],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = subprocess.run(
+        [sys.executable, "-m", "vtc", *map(str, args), "--grad-accum", "2", "--out", str(tmp_path / "one")],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert one.returncode == 0, one.stderr[-3000:]
+
+    def losses(run):
+        return [json.loads(x)["loss"] for x in (run / "log.jsonl").read_text().splitlines()]
+
+    assert len(losses(tmp_path / "two")) == 3
+    assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), rel=1e-4)
+    a, b = (
+        load_file(tmp_path / "two" / "adapter.safetensors"),
+        load_file(tmp_path / "one" / "adapter.safetensors"),
+    )
+    assert a.keys() == b.keys()
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -27,6 +28,9 @@ def parse_value_lists(sets: list[str]) -> dict[str, list[str]]:
         "  vtc train --data qa.jsonl --adapter projector,full --features feats.zarr --method dyntok "
         "--set threshold=0.4,0.45,0.5,0.55,0.6 --out runs/dyntok   # one threshold drawn per batch\n\n"
         "  vtc eval mcq --data test/ --tokens feats.pool3.zarr --adapter runs/p3\n\n"
+        "  vtc train --data qa.jsonl --adapter vq-attn,projector --tokens feats.vqtoken.zarr "
+        "--vq-attn form=official --out runs/vq\n\n"
+        "  accelerate launch --multi_gpu --num_processes 2 -m vtc train ...   # data-parallel, 2 GPUs\n\n"
         "Re-running the same command resumes from RUN/checkpoint with the same losses as an uninterrupted run; "
         "--max-seconds stops early with a checkpoint."
     )
@@ -35,7 +39,12 @@ def train(
     data: Annotated[
         Path, typer.Option(help="LLaVA-Video-178K JSON/JSONL, or an mcq question file (or its dir).")
     ],
-    adapter: Annotated[str, typer.Option(help="Adapters to train, comma-separated: projector, lora, full.")],
+    adapter: Annotated[
+        str,
+        typer.Option(
+            help="Adapters to train, comma-separated: projector, lora, full, marker, vq-attn, cross-dynamics."
+        ),
+    ],
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Run directory (checkpoints, log, adapter, loss.png).")
     ],
@@ -60,6 +69,19 @@ def train(
         typer.Option(
             help="LoRA settings, e.g. r=16,alpha=32,dropout=0,targets=q_proj+v_proj "
             "[r=64, alpha=16, dropout=0.05, every linear layer of the LLM]."
+        ),
+    ] = None,
+    vq_attn: Annotated[
+        str | None,
+        typer.Option(
+            "--vq-attn",
+            help="vq-attn settings, e.g. form=official,heads=8 [form=paper (Eq. 6-7), heads=8].",
+        ),
+    ] = None,
+    cross_dynamics: Annotated[
+        str | None,
+        typer.Option(
+            "--cross-dynamics", help="cross-dynamics settings, e.g. heads=4,frames=32 [heads=8, frames=64]."
         ),
     ] = None,
     steps: Annotated[
@@ -105,7 +127,11 @@ def train(
         model=model,
         adapters=adapter,
         out=str(out),
-        adapter_options={"lora": parse_sets(lora.split(","))} if lora else {},
+        adapter_options={
+            name: parse_sets(text.split(","))
+            for name, text in (("lora", lora), ("vq-attn", vq_attn), ("cross-dynamics", cross_dynamics))
+            if text
+        },
         tokens=str(tokens) if tokens else None,
         features=str(features) if features else None,
         method=method,
@@ -129,6 +155,8 @@ def train(
     )
     con = console(quiet, json_out)
     s = run(opt, quiet=quiet, console=con)
+    if int(os.environ.get("RANK", "0")) != 0:  # data-parallel: process 0 reports for all
+        return
     if json_out:
         print(json.dumps({k: v for k, v in s.to_dict().items() if k != "losses"}, indent=2))
         return

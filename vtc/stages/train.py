@@ -14,6 +14,12 @@ A run directory holds::
     RUN/adapter.safetensors   the trained weights (what `vtc eval --adapter RUN` loads), with adapter.json
     RUN/loss.png              the loss curve
 
+Several processes (``accelerate launch --multi_gpu -m vtc train ...``, or torchrun) train
+data-parallel: process r of W takes micro-batches r, r + W, ... of the same seeded order, gradients are
+averaged across processes before each optimizer step, and process 0 alone writes the run directory. A
+step of W processes is, up to floating-point sums, the step of one process with W times the gradient
+accumulation.
+
 Resume is exact: the data order depends only on the seed and the position, a value list (``--set
 threshold=0.4,0.5``, DynTok §3.3) is drawn per batch from the seed and the batch number, and the
 optimizer, scheduler and torch RNG come back from the checkpoint, so a run stopped and resumed logs the
@@ -109,6 +115,20 @@ def _lr_factor(step: int, total: int, warmup_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+def _distributed() -> tuple[int, int]:
+    """(rank, world size) of this process: (0, 1) unless started by `accelerate launch` or torchrun with
+    several processes, in which case the process group is set up here (gloo on CPU, NCCL on CUDA)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        from accelerate import PartialState
+
+        PartialState()  # reads the launcher's environment and initialises the process group
+    return dist.get_rank(), dist.get_world_size()
+
+
 class Trainer:
     """Everything one run needs: model with adapters, data, the source of tokens, optimizer."""
 
@@ -120,6 +140,9 @@ class Trainer:
         from vtc.train.data import read_qa
 
         self.opt = opt
+        self.rank, self.world = _distributed()
+        if self.world > 1 and opt.device.startswith("cuda"):
+            opt.device = f"cuda:{int(os.environ.get('LOCAL_RANK', self.rank))}"
         if (opt.tokens is None) == (opt.features is None):
             raise VtcError("give --tokens STORE, or --features STORE with --method M")
         if opt.features is not None and not opt.method:
@@ -133,6 +156,7 @@ class Trainer:
             raise VtcError(f"--lr must be a positive number, got {opt.lr}")
         self.adapters = get_adapters(opt.adapters, opt.adapter_options)
         self.source = TokenSource(opt.tokens or opt.features)
+        self.cache = _Cache()
         # on-the-fly reduction: one reducer per drawn combination of --set values, built once
         self.reducers: dict | None = None
         if opt.features is not None:
@@ -159,17 +183,19 @@ class Trainer:
         model = self.runner.model
         for p in model.parameters():
             p.requires_grad_(False)
+        first = self.load(self.samples[0][1], 0)[1]
+        for a in self.adapters:  # token modules size themselves on the data's grid and frame count
+            a.bind(first)
         self.params = {a.name: a.attach(model) for a in self.adapters}
         self.trainable = {k: sum(p.numel() for p in v) for k, v in self.params.items()}
         flat = [p for ps in self.params.values() for p in ps]
         self.optimizer = torch.optim.AdamW(flat, lr=opt.lr, weight_decay=opt.weight_decay)
-        per_epoch = math.ceil(len(self.samples) / (opt.batch_size * opt.grad_accum))
+        per_epoch = math.ceil(len(self.samples) / (opt.batch_size * opt.grad_accum * self.world))
         self.total_steps = opt.steps if opt.steps is not None else max(1, math.ceil(opt.epochs * per_epoch))
         warmup_steps = max(1, round(opt.warmup * self.total_steps))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: _lr_factor(s, self.total_steps, warmup_steps)
         )
-        self.cache = _Cache()
         self._perm: tuple = (None, None)  # (epoch, its sample order), derived from the seed
         self.eval_set = None
         if opt.eval_data:
@@ -261,13 +287,15 @@ class Trainer:
         dim = embeds[0].shape[1]
         batch = torch.zeros(len(embeds), width, dim, dtype=embeds[0].dtype, device=self.opt.device)
         lab = torch.full((len(embeds), width), -100, dtype=torch.long, device=self.opt.device)
-        mask = torch.zeros(len(embeds), width, dtype=torch.long, device=self.opt.device)
         for i, (e, lb) in enumerate(zip(embeds, labels, strict=True)):
-            batch[i, : e.shape[0]], lab[i, : lb.shape[0]], mask[i, : e.shape[0]] = e, lb, 1
+            batch[i, : e.shape[0]], lab[i, : lb.shape[0]] = e, lb
         autocast = self.opt.dtype != "fp32" and self.opt.device.startswith("cuda")
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.opt.dtype)
+        # No attention mask: the padding is on the right, so under causal attention no real token sees it
+        # (and the padded positions carry no labels); SDPA then runs its fused causal kernel, not a dense
+        # masked one (measured on 8 sequences of 1,600 tokens: 1.35 -> 0.91 s per step).
         with torch.autocast("cuda", dtype=dtype, enabled=autocast):
-            out = model(inputs_embeds=batch, attention_mask=mask, use_cache=False)
+            out = model(inputs_embeds=batch, use_cache=False)
         logits = out.logits[:, :-1].float()
         return torch.nn.functional.cross_entropy(
             logits.reshape(-1, logits.shape[-1]), lab[:, 1:].reshape(-1), ignore_index=-100
@@ -280,16 +308,50 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         total = 0.0
         for k in range(self.opt.grad_accum):
-            loss = self.micro_loss(step * self.opt.grad_accum + k)
+            # process r of W takes micro-batches r, r + W, ...: W processes see what one would with W x accum
+            loss = self.micro_loss((step * self.opt.grad_accum + k) * self.world + self.rank)
             if not torch.isfinite(loss):
                 raise VtcError(f"the loss became {loss.item()} at step {step + 1}; lower --lr")
             (loss / self.opt.grad_accum).backward()
             total += loss.item() / self.opt.grad_accum
         flat = [p for ps in self.params.values() for p in ps]
+        if self.world > 1:
+            total = self._average(flat, total)
         torch.nn.utils.clip_grad_norm_(flat, self.opt.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
         return total
+
+    def _average(self, params: list, loss: float) -> float:
+        """Average the gradients (and the step's loss) over the processes, as DDP would."""
+        import torch
+        import torch.distributed as dist
+
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            dist.all_reduce(p.grad)
+            p.grad /= self.world
+        t = torch.tensor([loss], dtype=torch.float64, device=self.opt.device)
+        dist.all_reduce(t)
+        return float(t.item()) / self.world
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def agree(self, flag: bool) -> bool:
+        """Process 0's decision (e.g. to stop on --max-seconds), the same on every process."""
+        if self.world == 1:
+            return flag
+        import torch
+        import torch.distributed as dist
+
+        t = torch.tensor([float(flag)], device=self.opt.device)
+        dist.broadcast(t, src=0)
+        return bool(t.item())
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self) -> dict:
@@ -336,6 +398,8 @@ def run_identity(opt: TrainOptions, trainer: Trainer) -> dict:
 
 def train(opt: TrainOptions, quiet: bool = False, console=None) -> TrainSummary:
     out = Path(opt.out)
+    if _distributed()[0] != 0:  # another data-parallel process: process 0 holds the run directory
+        return _train_locked(opt, out, True, None)
     made = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     with removed_on_error(out, made, keep="log.jsonl"), exclusive(out / ".lock", f"training run {out}"):
@@ -348,10 +412,12 @@ def _train_locked(opt: TrainOptions, out: Path, quiet: bool, console) -> TrainSu
     trainer = Trainer(opt)
     ident = run_identity(opt, trainer)
     ident_hash = stable_hash(ident)
-    if opt.fresh:
+    lead = trainer.rank == 0  # the process that writes the run directory
+    if opt.fresh and lead:
         for name in ("checkpoint", "log.jsonl", "adapter.safetensors", "adapter.json", "loss.png"):
             p = out / name
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    trainer.barrier()
     start = 0
     if (out / "checkpoint" / "state.json").exists():
         state = read_json(out / "checkpoint" / "state.json")
@@ -364,21 +430,23 @@ def _train_locked(opt: TrainOptions, out: Path, quiet: bool, console) -> TrainSu
                 f"{out} holds a different training run; use another --out, or --fresh to start over"
             )
         start = _load_checkpoint(trainer, out / "checkpoint", state)
-    (out / "run.json").write_text(
-        json.dumps(
-            {**ident, "identity_hash": ident_hash, "versions": library_versions()}, indent=2, default=str
-        )
-    )
     log = out / "log.jsonl"
-    kept = [r for r in read_jsonl(log, lambda r: missing_fields(r, ("step",))) if r["step"] <= start]
-    log.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
+    kept = []
+    if lead:
+        (out / "run.json").write_text(
+            json.dumps(
+                {**ident, "identity_hash": ident_hash, "versions": library_versions()}, indent=2, default=str
+            )
+        )
+        kept = [r for r in read_jsonl(log, lambda r: missing_fields(r, ("step",))) if r["step"] <= start]
+        log.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
     losses = [r["loss"] for r in kept if "loss" in r]
     evals = [r for r in kept if "eval" in r]
 
     t0 = time.perf_counter()
     stopped = False
     done = start
-    samples_per_step = opt.batch_size * opt.grad_accum
+    samples_per_step = opt.batch_size * opt.grad_accum * trainer.world
     with progress_bar("train", trainer.total_steps - start, "samples", quiet, console) as bar:
         for step in range(start, trainer.total_steps):
             ts = time.perf_counter()
@@ -391,26 +459,30 @@ def _train_locked(opt: TrainOptions, out: Path, quiet: bool, console) -> TrainSu
                 "lr": trainer.scheduler.get_last_lr()[0],
                 "samples_per_s": samples_per_step / dt,
             }
-            append_jsonl(log, rec)
+            if lead:
+                append_jsonl(log, rec)
             bar.advance(1, samples_per_step)
             bar.describe(f"train loss {loss:.3f} lr {rec['lr']:.1e}")
             done = step + 1
             if (
-                trainer.eval_set
+                lead
+                and trainer.eval_set
                 and opt.eval_every
                 and (done % opt.eval_every == 0 or done == trainer.total_steps)
             ):
                 ev = {"step": done, "eval": trainer.evaluate()}
                 evals.append(ev)
                 append_jsonl(log, ev)
-            over_time = opt.max_seconds is not None and time.perf_counter() - t0 >= opt.max_seconds
-            if done % opt.save_every == 0 or done == trainer.total_steps or over_time:
+            over_time = trainer.agree(
+                opt.max_seconds is not None and time.perf_counter() - t0 >= opt.max_seconds
+            )
+            if lead and (done % opt.save_every == 0 or done == trainer.total_steps or over_time):
                 _save_checkpoint(trainer, out / "checkpoint", done, ident_hash)
             if over_time and done < trainer.total_steps:
                 stopped = True
                 break
     # a finished run re-run does nothing: its adapter (and the evaluations keyed on it) stay as they are
-    if not stopped and (done > start or not (out / "adapter.safetensors").exists()):
+    if lead and not stopped and (done > start or not (out / "adapter.safetensors").exists()):
         _save_adapter(trainer, out, ident, ident_hash)
         _plot_losses(out / "loss.png", [r for r in read_jsonl(log, lambda r: None) if "loss" in r], evals)
     return TrainSummary(
