@@ -89,9 +89,9 @@ def test_demo_trains_and_prints_accuracy_against_tokens(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert "vtc demo" in r.stdout
     rows = {m.group(1).strip(): m.groups()[1:] for m in re.finditer(
-        r"^\s*(none \(untrained\)|none|pool stride=9|vqtoken k=32)\s+(\d+)\s+(\d+)\s+(\d+)", r.stdout, re.M)}  # fmt: skip
-    assert set(rows) == {"none (untrained)", "none", "pool stride=9", "vqtoken k=32"}, r.stdout
-    assert rows["none"][0] == "1569" and rows["pool stride=9"][0] == "73"  # 8 x 196 + 1; 8 x 3 x 3 + 1
+        r"^\s*(none \(untrained\)|none|pool stride=4|uniform)\s+(\d+)\s+(\d+)\s+(\d+)", r.stdout, re.M)}  # fmt: skip
+    assert set(rows) == {"none (untrained)", "none", "pool stride=4", "uniform"}, r.stdout
+    assert rows["none"][0] == "129" and rows["pool stride=4"][0] == "33"  # 8 x 4 x 4 + 1; 8 x 2 x 2 + 1
     assert int(rows["none (untrained)"][2]) == 0  # the random model answers nothing
     assert int(rows["none"][2]) >= 80  # colour, learned from the pixels (chance is 25)
 

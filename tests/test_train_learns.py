@@ -1,6 +1,8 @@
-"""Accuracy that means something: a tiny LLaVA-OV trained by vtc on the synthetic video-QA set answers
-held-out colour questions from the pixels, and the same training with videos shuffled against the
-questions stays at chance (the control)."""
+"""Accuracy that means something: a tiny LLaVA-OV trained by vtc from cached tokens (`--method none`, at
+most 90 s of training on two CPU cores) answers held-out questions from the pixels: colour (one frame
+suffices), count (how many of the 8 frames show the square) and frequency (which colour flashes more /
+less often: one frame gets at most 50%); the same training with videos shuffled against the questions
+stays at chance (the control)."""
 
 from __future__ import annotations
 
@@ -9,40 +11,44 @@ import random
 
 import pytest
 
-from vtc.encoders.tiny import build_tiny_llava_ov
+from vtc.encoders.tiny import build_learnable_llava_ov
 from vtc.stages.extract import extract
 from vtc.stages.train import TrainOptions, train
 from vtc.video.synthetic import make_synthetic_qa
 
-# The tiny model learns from the pixels only with a wider initialisation than Qwen2's 0.02 (measured:
-# at 0.02 held-out accuracy stayed at chance after 4,800 samples; at 0.1 colour reached 100% after 800).
-LEARNABLE = {"initializer_range": 0.1}
+# 1,000 steps of 8 samples: about 85 s of training here (the issue's budget is 90 s); held-out: 24
+# videos of each kind.
+STEPS, N_TRAIN, N_TEST = 1000, 192, 96
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     d = tmp_path_factory.mktemp("learn")
-    model = build_tiny_llava_ov(d / "model", text=LEARNABLE)
-    paths = make_synthetic_qa(d / "syn", n_train=64, n_test=32)
+    model = build_learnable_llava_ov(d / "model")
+    paths = make_synthetic_qa(d / "syn", n_train=N_TRAIN, n_test=N_TEST)
     s = extract([str(paths["videos"])], d / "feats.zarr", model=str(model), frames=8, quiet=True)
-    assert s.done == 96
+    assert s.done == N_TRAIN + N_TEST
     return d, paths, str(model)
 
 
-def _train(d, paths, model, data, tag) -> dict:
+def _train(d, paths, model, data, tag, overall=False):
     opt = TrainOptions(
-        data=str(data), model=model, adapters="projector,full", out=str(d / tag), features=str(d / "feats.zarr"),
-        method="pool", params={"stride": ["9"]}, steps=120, batch_size=8, lr=3e-3, warmup=0.05,
-        eval_data=str(paths["test"]), eval_every=120,
+        data=str(data), model=model, adapters="projector,full", out=str(d / tag), tokens=str(d / "feats.zarr"),
+        steps=STEPS, batch_size=8, lr=3e-3, warmup=0.05, eval_data=str(paths["test"]), eval_every=STEPS,
     )  # fmt: skip
-    return train(opt, quiet=True).eval[-1]["per_category"]
+    s = train(opt, quiet=True)
+    print(f"{tag}: {s.eval[-1]} after {s.seconds:.1f} s")  # shown with pytest -s
+    ev = s.eval[-1]
+    return (ev["per_category"], ev["accuracy"]) if overall else ev["per_category"]
 
 
 @pytest.mark.slow
-def test_trained_tiny_model_answers_colour_from_the_pixels(setup):
+def test_trained_tiny_model_answers_from_the_pixels(setup):
     d, paths, model = setup
     acc = _train(d, paths, model, paths["train"], "real")
-    assert acc["colour"] >= 80.0, acc
+    assert acc["colour"] >= 80.0, acc  # single-frame
+    assert acc["count"] >= 60.0, acc  # multi-frame: how many of the 8 frames show the square
+    assert acc["frequency"] >= 60.0, acc  # multi-frame: one frame gets at most 50%
 
 
 @pytest.mark.slow
@@ -55,5 +61,10 @@ def test_shuffled_videos_stay_at_chance(setup, tmp_path):
     shuffled.write_text(
         "".join(json.dumps(r | {"video": v}) + "\n" for r, v in zip(rows, videos, strict=True))
     )
-    acc = _train(d, paths, model, shuffled, "control")
-    assert abs(acc["colour"] - 25.0) <= 10.0, acc
+    acc, overall = _train(d, paths, model, shuffled, "control", overall=True)
+    # Nothing is learned: no question type above chance + 10, and overall within 10 points of chance. One
+    # type alone can land below chance: the model maps each of the 4 colours to the letter the shuffle
+    # happened to pair with it most, and on held-out videos that is right for 0 to 4 colours (measured:
+    # colour 10%, the other types 21-25%, overall 20%).
+    assert all(a <= 35.0 for a in acc.values()), acc
+    assert abs(overall - 25.0) <= 10.0, (overall, acc)

@@ -12,7 +12,7 @@ from vtc.cli.options import Quiet, console
 
 
 @app.command(
-    epilog="Examples:\n\n  vtc demo --workdir /tmp/vtc-demo\n\n  vtc demo --quick        # 3 methods, 16 held-out videos"
+    epilog="Examples:\n\n  vtc demo --workdir /tmp/vtc-demo\n\n  vtc demo --quick        # 3 methods, 32 held-out videos"
 )
 def demo(
     workdir: Annotated[
@@ -36,17 +36,22 @@ def accuracy_table(results: list[dict]):
     from rich import box
     from rich.table import Table
 
-    kinds = ("colour", "count", "direction")
+    kinds = {"colour": "colour", "frequency": "freq", "order": "order", "count": "count", "direction": "dir"}
     t = Table(
-        title="vtc demo — held-out accuracy (%) of the trained tiny model, chance = 25", box=box.SIMPLE_HEAD
+        title="vtc demo — held-out accuracy (%) of the trained tiny model, chance = 25",
+        caption="colour: one frame suffices; freq, order, count, dir: several frames are needed; TTFT: ms per batch of 16",
+        box=box.SIMPLE_HEAD,
     )
-    t.add_column("method", max_width=22, overflow="fold")
-    for col in ("tokens", "all", *kinds, "TTFT ms"):
+    t.add_column("method", min_width=16, max_width=24, overflow="fold")
+    for col in ("tokens", "all", *kinds.values(), "TTFT"):
         t.add_column(col, justify="right", no_wrap=True)
     for r in results:
         name = short_method(r["method"])
+        adapters = (r.get("adapter") or {}).get("adapters") or []
         if not r.get("adapter"):
             name += " (untrained)"
+        elif "vq-attn" in adapters:
+            name += " + vq-attn"
         per = r.get("per_category", {})
         ttft = ((r.get("measured") or {}).get("ttft_s") or {}).get("median")
         t.add_row(

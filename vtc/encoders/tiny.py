@@ -5,6 +5,10 @@ bilinear pooling → 196, one newline) and shrink only widths and depths, so eve
 checkpoint takes — ``from_pretrained`` on a directory, the tokenizer with its ``<video>`` token, the
 projector, the pooling — runs here offline in seconds. Weights are seeded: the same call builds the
 same checkpoint bit for bit.
+
+``build_learnable_llava_ov`` is the tiny model `vtc demo` and the learning tests train: 112×112 frames
+(8×8 patches, 4×4 = 16 tokens per frame after the pooling, 129 tokens for 8 frames) and a wider
+initialisation, so that it learns the synthetic video-QA set from the pixels within 90 s on two CPU cores.
 """
 
 from __future__ import annotations
@@ -16,7 +20,16 @@ from pathlib import Path
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"]
 
 
-def tiny_vision_config(hidden: int = 32, layers: int = 2, heads: int = 2):
+# Measured on the synthetic set (tests/test_train_learns.py), 1,000 steps of 8 samples: at Qwen2's
+# initializer_range 0.02 held-out accuracy stayed at chance after 4,800 samples, at 0.1 colour reached 100%
+# after 800. The multi-frame questions need many more samples: at 384×384 frames (1,569 tokens) 90 s
+# of training is 90 steps, at 196×196 (393 tokens) 400 steps and they stay near chance; at 112×112 (129
+# tokens) it is 1,000 steps, after which count and frequency are answered right about 80% of the time.
+LEARNABLE_TEXT = {"initializer_range": 0.1}
+LEARNABLE_IMAGE = 112
+
+
+def tiny_vision_config(hidden: int = 32, layers: int = 2, heads: int = 2, image_size: int = 384):
     from transformers import SiglipVisionConfig
 
     return SiglipVisionConfig(
@@ -24,7 +37,7 @@ def tiny_vision_config(hidden: int = 32, layers: int = 2, heads: int = 2):
         intermediate_size=2 * hidden,
         num_hidden_layers=layers,
         num_attention_heads=heads,
-        image_size=384,
+        image_size=image_size,
         patch_size=14,
         vision_use_head=False,
     )
@@ -132,3 +145,10 @@ def build_tiny_checkpoints(root: str | Path, seed: int = 0) -> dict[str, Path]:
     if not (dirs["llava_ov"] / "config.json").exists():
         build_tiny_llava_ov(dirs["llava_ov"], seed=seed)
     return dirs
+
+
+def build_learnable_llava_ov(out_dir: str | Path, seed: int = 0) -> Path:
+    """The tiny LLaVA-OV that vtc trains in the demo and the learning tests (see the module docstring)."""
+    return build_tiny_llava_ov(
+        out_dir, seed=seed, text=LEARNABLE_TEXT, vision=tiny_vision_config(image_size=LEARNABLE_IMAGE)
+    )

@@ -1,8 +1,9 @@
 """`vtc demo`: the whole pipeline offline, on synthetic videos and a tiny model that vtc trains.
 
-synthetic video-QA (colour / count / direction of a square, vtc.video.synthetic) → extract → train the
-tiny LLaVA-OV's projector and LLM on cached tokens (pooled at strides 3, 6 and 9, one drawn per batch)
-→ compress with several methods → eval the held-out questions on each, with the trained adapter.
+synthetic video-QA (vtc.video.synthetic: colour; frequency, order, count and direction need several
+frames) → extract → compress with several methods → train the tiny LLaVA-OV's projector and LLM on
+cached stock tokens, and on vqtoken's codebook the same with VQ-Attention → eval the held-out questions
+on each reduction, with the trained adapters.
 The accuracies are a real model's on a real (if small) task: what each reduction costs, per question type.
 """
 
@@ -13,20 +14,24 @@ from pathlib import Path
 
 import numpy as np
 
-# (method, its --set values); --quick keeps the first three
+# (method, its --set values, the trained run its evaluation loads); --quick keeps none, pool and uniform.
+# The learnable tiny model sees 4x4 pooled tokens per frame (8x8 native): pool stride 4 keeps 2x2.
 DEMO_METHODS = [
-    ("none", {}),
-    ("pool", {"stride": "9"}),
-    ("vqtoken", {"k": "32"}),
-    ("pool", {"stride": "3"}),
-    ("dyntok", {}),
-    ("dycoke", {}),
-    ("uniform", {"ratio": "0.25"}),
+    ("none", {}, "run"),
+    ("pool", {"stride": "4"}, "run"),
+    ("vqtoken", {"k": "32"}, "run-vq"),
+    ("vqtoken", {"k": "32"}, "run"),
+    ("dyntok", {}, "run"),
+    ("dycoke", {}, "run"),
+    ("uniform", {"ratio": "0.25"}, "run"),
 ]
-# The tiny model learns from the pixels only with a wider initialisation than Qwen2's 0.02 (see
-# tests/test_train_learns.py); training: 120 steps of 8 samples, AdamW 3e-3.
-LEARNABLE = {"initializer_range": 0.1}
-TRAIN = {"steps": 120, "batch_size": 8, "lr": 3e-3, "warmup": 0.05}
+# the projector and LLM on stock tokens (trained once, every reduction applied at inference: what a
+# reduction costs a model that was not trained for it); and, on vqtoken's codebook, the projector, the
+# LLM and VQ-Attention (Eq. 6-7) together
+TRAIN = {"batch_size": 8, "lr": 3e-3, "warmup": 0.05}
+STEPS = {"run": 1000, "run-vq": 300}
+QUICK = {"n_train": 64, "n_test": 32, "steps": {"run": 200}, "methods": (0, 1, 6)}
+EVAL = {"batch_size": 16}  # questions per batched generation
 
 
 def synth_video(
@@ -64,7 +69,7 @@ def demo(
 ) -> list[dict]:
     """Run the demo; returns one results dict per evaluated method (``"adapter"`` None for the untrained
     reference row). Re-running reuses what is there (videos, features, the trained run, answers)."""
-    from vtc.encoders.tiny import build_tiny_llava_ov
+    from vtc.encoders.tiny import build_learnable_llava_ov
     from vtc.stages.compress import compress
     from vtc.stages.evaluate import evaluate
     from vtc.stages.extract import extract
@@ -74,51 +79,70 @@ def demo(
     say = (lambda *a: None) if quiet or console is None else console.print
     t0 = time.perf_counter()
     wd = Path(workdir)
-    methods = DEMO_METHODS[:3] if quick else DEMO_METHODS
+    methods = [DEMO_METHODS[i] for i in QUICK["methods"]] if quick else DEMO_METHODS
+    steps = QUICK["steps"] if quick else STEPS
     say(f"[bold]1/5[/] synthetic video-QA and a tiny LLaVA-OV (random weights) in {wd}")
     model = wd / "models" / "tiny-llava-ov"
     if not (model / "config.json").exists():
-        build_tiny_llava_ov(model, text=LEARNABLE)
-    paths = make_synthetic_qa(wd / "synthetic", n_train=64, n_test=16 if quick else 32)
-
-    say("[bold]2/5[/] vtc extract --frames 8 (the tiny model's tower)")
-    s = extract(
-        [str(paths["videos"])], wd / "feats.zarr", model=str(model), frames=8, quiet=quiet, console=console
+        build_learnable_llava_ov(model)
+    sizes = (
+        {"n_train": QUICK["n_train"], "n_test": QUICK["n_test"]} if quick else {"n_train": 192, "n_test": 64}
     )
-    if s.failed:
-        raise RuntimeError(f"demo extract failed: {s.failed}")
+    paths = make_synthetic_qa(wd / "synthetic", **sizes)
 
-    say(
-        "[bold]3/5[/] vtc train --adapter projector,full --method pool --set stride=3,6,9 (one drawn per batch)"
-    )
-    run = wd / "run"
+    say("[bold]2/5[/] vtc extract --frames 8 (the tiny model's tower): a training and a held-out store")
+    feats = {}
+    for split in ("train", "test"):
+        videos = [str(v) for v in sorted(paths["videos"].glob(f"syn_{split}_*.mp4"))]
+        feats[split] = wd / f"feats-{split}.zarr"
+        s = extract(videos, feats[split], model=str(model), frames=8, quiet=quiet, console=console)
+        if s.failed:
+            raise RuntimeError(f"demo extract failed: {s.failed}")
+
+    # the held-out videos are compressed with every method; the training ones only where a run needs them
+    stores = {}
+    for method, params, _ in methods:
+        label = method + "".join(f"-{v}" for v in params.values())
+        if method == "none":  # stock tokens: the feature store itself
+            stores[label] = feats["test"]
+        elif label not in stores:
+            stores[label] = compress(
+                feats["test"], method, params, out=wd / f"tokens-{label}.zarr", quiet=True
+            ).out
+    say("[bold]3/5[/] vtc train --adapter projector,full --tokens feats-train.zarr (stock tokens)")
+    runs = {"run": wd / f"run-{steps['run']}"}
     train(
-        TrainOptions(
-            data=str(paths["train"]),
-            model=str(model),
-            adapters="projector,full",
-            out=str(run),
-            features=str(wd / "feats.zarr"),
-            method="pool",
-            params={"stride": ["3", "6", "9"]},
-            **TRAIN,
-        ),  # fmt: skip
-        quiet=quiet,
-        console=console,
-    )
+        TrainOptions(data=str(paths["train"]), model=str(model), adapters="projector,full", out=str(runs["run"]),
+                     tokens=str(feats["train"]), steps=steps["run"],
+                     **TRAIN),
+        quiet=quiet, console=console,
+    )  # fmt: skip
+    if any(r == "run-vq" for *_, r in methods):
+        say("[bold]3/5[/] vtc train --adapter projector,full,vq-attn --tokens train-vqtoken-32.zarr")
+        runs["run-vq"] = wd / f"run-vq-{steps['run-vq']}"
+        vq_train = compress(
+            feats["train"], "vqtoken", {"k": "32"}, out=wd / "train-vqtoken-32.zarr", quiet=True
+        ).out
+        train(
+            TrainOptions(data=str(paths["train"]), model=str(model), adapters="projector,full,vq-attn",
+                         out=str(runs["run-vq"]), tokens=str(vq_train), steps=steps["run-vq"], **TRAIN),
+            quiet=quiet, console=console,
+        )  # fmt: skip
     results = []
     test = paths["test"].parent
     if untrained:
         say("[bold]4/5[/] vtc eval mcq on stock tokens, without the adapter (the untrained reference)")
-        r = evaluate("mcq", wd / "feats.zarr", str(model), data=test, out=wd / "eval-untrained", quiet=True)
-        results.append(r)
-    for method, params in methods:
-        label = method + "".join(f"-{v}" for v in params.values())
-        say(f"[bold]5/5[/] vtc compress --method {method} {' '.join(f'--set {k}={v}' for k, v in params.items())}"
-            " → vtc eval mcq --adapter")  # fmt: skip
-        c = compress(wd / "feats.zarr", method, params, out=wd / f"tokens-{label}.zarr", quiet=True)
         results.append(
-            evaluate("mcq", c.out, str(model), data=test, out=wd / f"eval-{label}", adapter=run, quiet=True)
+            evaluate(
+                "mcq", feats["test"], str(model), data=test, out=wd / "eval-untrained", quiet=True, **EVAL
+            )
         )
+    for method, params, run in methods:
+        label = method + "".join(f"-{v}" for v in params.values())
+        say(f"[bold]5/5[/] vtc eval mcq --tokens {Path(stores[label]).name} --adapter {runs[run].name}")
+        results.append(
+            evaluate("mcq", stores[label], str(model), data=test, out=wd / f"eval-{label}-{runs[run].name}",
+                     adapter=runs[run], quiet=True, **EVAL)
+        )  # fmt: skip
     say(f"demo finished in {time.perf_counter() - t0:.1f} s; artifacts in {wd}")
     return results

@@ -1,11 +1,19 @@
 """A deterministic synthetic video-QA set whose answers depend on the pixels: what a tiny model trained by
 vtc can learn, so that accuracy against visual tokens means something.
 
-Each video shows one coloured square over a noisy background, of one of two kinds: a *moving* square
-glides in a straight line through every frame; a *flashing* square stays in place and is visible in
-only 1 to 4 of the frames. Four options per question, the answers balanced over the options:
+Videos are of four kinds, taken in turn: a *moving* square glides in a straight line through every
+frame; a *flashing* square stays in place and is visible in only 1 to 4 of the frames; in an *order*
+video one square shows in the first half of the frames and a square of another colour, elsewhere, in the
+second half; in a *frequency* video a square of one colour flashes in three frames and one of another
+colour, elsewhere, in one. Four options per question, the answers balanced over the options:
 
-- ``colour`` (one frame suffices), every video: "What colour is the square?" red / green / blue / yellow.
+- ``colour`` (one frame suffices), moving and flashing videos: "What colour is the square?" red / green /
+  blue / yellow.
+- ``order`` (needs the frames in order), order videos: "Which colour appears first?" and "Which colour
+  appears last?". One frame, or every frame without their order, shows one colour or both without
+  saying which came first: at most 50%.
+- ``frequency`` (needs several frames), frequency videos: "Which colour flashes more often?" and
+  "Which colour flashes less often?". One frame shows one colour or none: about 50% at best.
 - ``count`` (needs every frame), flashing videos: "How many frames show the square?" 1 / 2 / 3 / 4.
 - ``direction`` (needs more than one frame, and where they are), moving videos: "Which way does the
   square move?" left / right / up / down.
@@ -30,7 +38,13 @@ QUESTIONS = {
     "colour": ("What colour is the square?", list(COLOURS)),
     "count": ("How many frames show the square?", list(COUNTS)),
     "direction": ("Which way does the square move?", list(DIRECTIONS)),
+    "first": ("Which colour appears first?", list(COLOURS)),
+    "last": ("Which colour appears last?", list(COLOURS)),
+    "more": ("Which colour flashes more often?", list(COLOURS)),
+    "less": ("Which colour flashes less often?", list(COLOURS)),
 }
+KINDS = ("move", "flash", "order", "often")
+CATEGORY = {"first": "order", "last": "order", "more": "frequency", "less": "frequency"}
 # which frames of an 8-frame video show a flashing square, per count: spread out, never adjacent
 _FLASHES = {1: (3,), 2: (1, 5), 3: (0, 3, 6), 4: (0, 2, 4, 6)}
 LETTERS = "ABCD"
@@ -49,6 +63,34 @@ def render_flashes(colour: str, count: int, seed: int, n_frames: int = 8, size=(
     frames = np.repeat(background[None], n_frames, axis=0)
     for k in _FLASHES[count]:
         frames[k, y : y + side, x : x + side] = COLOURS[colour]
+    return frames
+
+
+def render_order(first: str, last: str, seed: int, n_frames: int = 8, size=(128, 96), side: int = SIDE):
+    """uint8 frames [n_frames, H, W, 3]: a ``first`` square in the first half of the frames, then a ``last``
+    one, at another random place, in the second half."""
+    half = n_frames // 2
+    return _two_squares(first, range(half), last, range(half, n_frames), seed, n_frames, size, side)
+
+
+def render_often(more: str, less: str, seed: int, n_frames: int = 8, size=(128, 96), side: int = SIDE):
+    """uint8 frames [8, H, W, 3]: a ``more`` square in frames 0, 3 and 6, a ``less`` one, at another random
+    place, in one other frame (1, 2, 4, 5 or 7, drawn from the seed)."""
+    if n_frames != 8:
+        raise ValueError("frequency videos have 8 frames (extract them with --frames 8)")
+    once = (1, 2, 4, 5, 7)[int(np.random.default_rng(seed + 7).integers(5))]
+    return _two_squares(more, _FLASHES[3], less, (once,), seed, n_frames, size, side)
+
+
+def _two_squares(a: str, a_frames, b: str, b_frames, seed: int, n_frames: int, size, side: int):
+    rng = np.random.default_rng(seed)
+    w, h = size
+    background = (rng.random((h, w, 3)) * NOISE).astype(np.uint8)
+    frames = np.repeat(background[None], n_frames, axis=0)
+    for colour, shown in ((a, a_frames), (b, b_frames)):
+        x, y = int(rng.integers(0, w - side)), int(rng.integers(0, h - side))
+        for k in shown:
+            frames[k, y : y + side, x : x + side] = COLOURS[colour]
     return frames
 
 
@@ -88,30 +130,41 @@ def write_video(path: Path, frames: np.ndarray, fps: int = 8) -> Path:
 
 
 def _split(n: int, seed: int) -> list[tuple[str, str, str]]:
-    """n (kind, colour, direction-or-count) triples, alternately moving and flashing; within any 8
+    """n (kind, colour, direction / count / second colour) triples, the four kinds in turn; within any 16
     consecutive (before the seeded shuffle) every colour, direction and count appears equally often, and
-    colour and the other answer are paired differently in each block of 8, so neither predicts the other."""
+    colour and the other answer are paired differently in each block of 4 of a kind, so neither predicts
+    the other (a two-colour video's colours always differ)."""
     colours = list(COLOURS)
     out = []
     for i in range(n):
-        kind = ("move", "flash")[i % 2]
-        others = DIRECTIONS if kind == "move" else COUNTS
-        j = i // 2
-        out.append((kind, colours[j % 4], others[(j + j // 4) % 4]))
+        kind = KINDS[i % len(KINDS)]
+        j = i // len(KINDS)
+        if kind in ("order", "often"):
+            out.append((kind, colours[j % 4], colours[(j % 4 + 1 + (j // 4) % 3) % 4]))
+        else:
+            others = DIRECTIONS if kind == "move" else COUNTS
+            out.append((kind, colours[j % 4], others[(j + j // 4) % 4]))
     order = np.random.default_rng(seed).permutation(n)
     return [out[k] for k in order]
 
 
 def rows_for(video_id: str, kind: str, colour: str, other: str) -> list[dict]:
-    """The two mcq rows of one video: its colour, and its direction (moving) or count (flashing)."""
-    truth = {"colour": colour, "direction" if kind == "move" else "count": other}
+    """The two mcq rows of one video: its colour, and its direction (moving) or count (flashing); or,
+    for a two-colour video, which came first and which last (order), or which flashed more and which less
+    often (frequency)."""
+    if kind == "order":
+        truth = {"first": colour, "last": other}
+    elif kind == "often":
+        truth = {"more": colour, "less": other}
+    else:
+        truth = {"colour": colour, "direction" if kind == "move" else "count": other}
     return [
         {
             "video": video_id,
             "question": QUESTIONS[q][0],
             "options": QUESTIONS[q][1],
             "answer": LETTERS[QUESTIONS[q][1].index(value)],
-            "category": q,
+            "category": CATEGORY.get(q, q),
         }
         for q, value in truth.items()
     ]
@@ -134,7 +187,14 @@ def make_synthetic_qa(
             p = out / "videos" / f"{vid}.mp4"
             if not p.exists():
                 s = seed + offset + i
-                frames = render(colour, other, s) if kind == "move" else render_flashes(colour, int(other), s)
+                if kind == "move":
+                    frames = render(colour, other, s)
+                elif kind == "flash":
+                    frames = render_flashes(colour, int(other), s)
+                elif kind == "order":
+                    frames = render_order(colour, other, s)
+                else:
+                    frames = render_often(colour, other, s)
                 write_video(p, frames)
             rows += rows_for(vid, kind, colour, other)
         paths[split] = write_jsonl(out / split / "questions.jsonl", rows)
