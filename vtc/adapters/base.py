@@ -32,9 +32,6 @@ class Adapter:
     def owns(self, param_name: str) -> bool:
         return param_name.startswith(self.prefixes)
 
-    def bind(self, reduction) -> None:
-        """Read what the adapter's size depends on from one training sample's reduction (token modules)."""
-
     def prepare(self, model) -> None:
         """Add the adapter's own modules or weights to the model (none for the model's own weights);
         called before training and before loading, so both see the same parameter names."""
@@ -83,16 +80,17 @@ class TokenAdapter(Adapter):
     are saved with the run, so evaluation rebuilds the same module before loading its weights."""
 
     attr = ""  # the module's attribute on the inner model, one of TOKEN_MODULES
-    defaults: dict = {}
-    bound: tuple[str, ...] = ()  # options ``bind`` fills from the data
+    defaults: dict = {}  # the user's settings; every token module has "heads"
 
     def __init__(self, options: dict | None = None):
         opts = {**self.defaults, **(options or {})}
-        unknown = sorted(set(opts) - set(self.defaults) - set(self.bound))
+        unknown = sorted(set(opts) - set(self.defaults) - {"cells"})
         if unknown:
             raise VtcError(f"unknown {self.name} option '{unknown[0]}'; valid: {', '.join(self.defaults)}")
         try:
-            self.options = self.parse(opts)
+            self.options = self.parse({k: opts[k] for k in self.defaults})
+            if "cells" in opts:  # read from the data by ``bind``, saved with the run
+                self.options["cells"] = int(opts["cells"])
         except (TypeError, ValueError) as e:
             raise VtcError(f"bad {self.name} option: {e}") from None
 
@@ -101,21 +99,45 @@ class TokenAdapter(Adapter):
         return (f"model.{self.attr}.",)
 
     def parse(self, opts: dict) -> dict:
+        """The user's settings, checked (a ValueError is the one-line error)."""
         return dict(opts)
 
-    def build(self, dim: int):
+    def cells(self, base_grid: tuple[int, int, int]) -> int:
+        """The grid cells the module is built for, from a reduction's base grid (T, Hb, Wb)."""
         raise NotImplementedError
+
+    def build(self, dim: int):
+        """The module for LLM hidden size ``dim``, freshly initialised."""
+        if dim % self.options["heads"]:
+            raise VtcError(
+                f"{self.name}: heads={self.options['heads']} does not divide the hidden size {dim}"
+            )
+        return self.make(dim)
+
+    def make(self, dim: int):
+        raise NotImplementedError
+
+    def bind(self, reduction) -> None:
+        """Size the module on one training sample's reduction (refusing tokens without an index map)."""
+        cluster_map(reduction, self.name)
+        self.options.setdefault("cells", self.cells(reduction.base_grid))
 
     def prepare(self, model) -> None:
         inner = model.model
         if getattr(inner, self.attr, None) is not None:
             return
-        missing = [k for k in self.bound if k not in self.options]
-        if missing:
-            raise VtcError(f"adapter {self.name}: the saved run lacks its '{missing[0]}' setting")
+        if "cells" not in self.options:
+            raise VtcError(f"adapter {self.name}: the saved run lacks its 'cells' setting")
         ref = inner.multi_modal_projector.linear_1.weight
         module = self.build(int(model.config.text_config.hidden_size))
         inner.add_module(self.attr, module.to(ref.device, ref.dtype))
+
+
+def start_as_identity(attn) -> None:
+    """Zero an attention's output projection: a residual module built on it starts as the identity, so an
+    untrained adapter passes the codebook through unchanged."""
+    attn.out_proj.weight.data.zero_()
+    attn.out_proj.bias.data.zero_()
 
 
 def cluster_map(reduction, adapter: str):

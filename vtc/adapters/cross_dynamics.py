@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import functools
 
-from vtc.adapters.base import TokenAdapter, cluster_inputs, cluster_map, register_adapter
+from vtc.adapters.base import TokenAdapter, cluster_inputs, register_adapter, start_as_identity
 from vtc.errors import VtcError
 
 
@@ -31,26 +31,17 @@ from vtc.errors import VtcError
 class CrossDynamics(TokenAdapter):
     attr = "vtc_cross_dynamics"
     defaults = {"heads": 8, "frames": 64}
-    bound = ("cells",)  # Hb*Wb
 
     def parse(self, opts: dict) -> dict:
         out = {k: int(opts[k]) for k in ("heads", "frames")}
         if out["heads"] < 1 or out["frames"] < 1:
             raise ValueError("heads and frames must be >= 1")
-        if "cells" in opts:
-            out["cells"] = int(opts["cells"])
         return out
 
-    def bind(self, reduction) -> None:
-        cluster_map(reduction, self.name)
-        _, Hb, Wb = reduction.base_grid
-        self.options.setdefault("cells", Hb * Wb)
+    def cells(self, base_grid: tuple[int, int, int]) -> int:  # Hb*Wb
+        return base_grid[1] * base_grid[2]
 
-    def build(self, dim: int):
-        if dim % self.options["heads"]:
-            raise VtcError(
-                f"cross-dynamics: heads={self.options['heads']} does not divide the hidden size {dim}"
-            )
+    def make(self, dim: int):
         return _module()(self.options["cells"], self.options["frames"], dim, self.options["heads"])
 
 
@@ -71,9 +62,7 @@ def _module():
                 self.cell.weight.normal_(0.0, dim**-0.5)
             self.norm_q, self.norm_kv = nn.LayerNorm(dim), nn.LayerNorm(dim)
             self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
-            with torch.no_grad():  # untrained = identity
-                self.attn.out_proj.weight.zero_()
-                self.attn.out_proj.bias.zero_()
+            start_as_identity(self.attn)
 
         def forward(self, tokens, reduction):
             index, visual, B = cluster_inputs(tokens, reduction, "cross-dynamics", self.cells)

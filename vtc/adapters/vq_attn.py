@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import functools
 
-from vtc.adapters.base import TokenAdapter, cluster_inputs, cluster_map, register_adapter
+from vtc.adapters.base import TokenAdapter, cluster_inputs, register_adapter, start_as_identity
 from vtc.errors import VtcError
 
 FORMS = ("paper", "official")
@@ -48,7 +48,6 @@ FORMS = ("paper", "official")
 class VQAttention(TokenAdapter):
     attr = "vtc_vq_attn"
     defaults = {"form": "paper", "heads": 8}
-    bound = ("cells",)  # paper: T*Hb*Wb; official: Hb*Wb
 
     def parse(self, opts: dict) -> dict:
         out = {"form": str(opts["form"]), "heads": int(opts["heads"])}
@@ -56,18 +55,13 @@ class VQAttention(TokenAdapter):
             raise ValueError(f"form must be one of {', '.join(FORMS)}, got '{out['form']}'")
         if out["heads"] < 1:
             raise ValueError("heads must be >= 1")
-        if "cells" in opts:
-            out["cells"] = int(opts["cells"])
         return out
 
-    def bind(self, reduction) -> None:
-        cluster_map(reduction, self.name)
-        T, Hb, Wb = reduction.base_grid
-        self.options.setdefault("cells", (T if self.options["form"] == "paper" else 1) * Hb * Wb)
+    def cells(self, base_grid: tuple[int, int, int]) -> int:  # paper: T*Hb*Wb; official: Hb*Wb
+        T, Hb, Wb = base_grid
+        return (T if self.options["form"] == "paper" else 1) * Hb * Wb
 
-    def build(self, dim: int):
-        if dim % self.options["heads"]:
-            raise VtcError(f"vq-attn: heads={self.options['heads']} does not divide the hidden size {dim}")
+    def make(self, dim: int):
         paper, official = _modules()
         cls = paper if self.options["form"] == "paper" else official
         return cls(self.options["cells"], dim, self.options["heads"])
@@ -87,9 +81,7 @@ def _modules():
             self.cells = cells
             self.mlp = nn.Sequential(nn.Linear(cells, dim), nn.GELU(), nn.Linear(dim, dim))
             self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
-            with torch.no_grad():  # untrained = identity
-                self.attn.out_proj.weight.zero_()
-                self.attn.out_proj.bias.zero_()
+            start_as_identity(self.attn)
 
         def forward(self, tokens, reduction):
             index, visual, B = cluster_inputs(tokens, reduction, "vq-attn")

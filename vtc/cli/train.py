@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -117,7 +116,7 @@ def train(
 ) -> None:
     """Train adapters on stored tokens (no video decoding, no vision tower): loss on the answers only."""
     from vtc.cli.compress import parse_sets
-    from vtc.stages.train import TrainOptions
+    from vtc.stages.train import TrainOptions, distributed
     from vtc.stages.train import train as run
 
     if dtype not in ("fp32", "bf16", "fp16"):
@@ -155,7 +154,7 @@ def train(
     )
     con = console(quiet, json_out)
     s = run(opt, quiet=quiet, console=con)
-    if int(os.environ.get("RANK", "0")) != 0:  # data-parallel: process 0 reports for all
+    if distributed()[0] != 0:  # data-parallel: process 0 reports for all
         return
     if json_out:
         print(json.dumps({k: v for k, v in s.to_dict().items() if k != "losses"}, indent=2))

@@ -179,7 +179,8 @@ class Generation:
     ttft_s: embed_video (projector, pooling, plan) + prefill + the first token's id on the host.
     decode_s_per_token: the mean time of one decode step (forward + argmax); None with a single token.
     visual_prefill: visual tokens entering layer 0 at prefill (reduction.n_llm_tokens, or what a token
-    module made of them; markers and the newline included). n_text: the prompt's other tokens (system prompt, chat tags, question).
+    module made of them; markers and the newline included). n_text: the prompt's other tokens (system
+    prompt, chat tags, question).
     visible_per_layer_prefill[i]: visual keys layer i attended to at prefill;
     visible_per_layer_decode[i]: their mean over the decode steps (with no decode step, the prefill
     figures); visual_decode: that mean for the last layer (= visual_prefill without online pruning).

@@ -37,27 +37,20 @@ EVAL = {"batch_size": 16}  # questions per batched generation
 def synth_video(
     path: Path, n_frames: int, seed: int, size: tuple[int, int] = (160, 120), fps: int = 8
 ) -> Path:
-    """A deterministic clip: coloured squares moving over a textured background (H.264 or MPEG-4)."""
-    import av
+    """A deterministic clip: coloured squares moving over a textured background (MPEG-4)."""
+    from vtc.video.synthetic import write_video
 
     rng = np.random.default_rng(seed)
     w, h = size
     background = (rng.random((h, w, 3)) * 80).astype(np.uint8)
     colours = rng.integers(64, 256, size=(2, 3), dtype=np.uint8)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        for k in range(n_frames):
-            img = background.copy()
-            for j, c in enumerate(colours[: 1 + seed % 2]):
-                x = (10 + 4 * k + 40 * j) % (w - 24)
-                y = (20 + 30 * j + (k * seed) % 20) % (h - 24)
-                img[y : y + 24, x : x + 24] = c
-            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+    frames = np.repeat(background[None], n_frames, axis=0)
+    for k in range(n_frames):
+        for j, c in enumerate(colours[: 1 + seed % 2]):
+            x = (10 + 4 * k + 40 * j) % (w - 24)
+            y = (20 + 30 * j + (k * seed) % 20) % (h - 24)
+            frames[k, y : y + 24, x : x + 24] = c
+    return write_video(path, frames, fps, qscale=None)
 
 
 def demo(
@@ -100,9 +93,9 @@ def demo(
             raise RuntimeError(f"demo extract failed: {s.failed}")
 
     # the held-out videos are compressed with every method; the training ones only where a run needs them
+    labels = [method + "".join(f"-{v}" for v in params.values()) for method, params, _ in methods]
     stores = {}
-    for method, params, _ in methods:
-        label = method + "".join(f"-{v}" for v in params.values())
+    for label, (method, params, _) in zip(labels, methods, strict=True):
         if method == "none":  # stock tokens: the feature store itself
             stores[label] = feats["test"]
         elif label not in stores:
@@ -137,8 +130,7 @@ def demo(
                 "mcq", feats["test"], str(model), data=test, out=wd / "eval-untrained", quiet=True, **EVAL
             )
         )
-    for method, params, run in methods:
-        label = method + "".join(f"-{v}" for v in params.values())
+    for label, (_, _, run) in zip(labels, methods, strict=True):
         say(f"[bold]5/5[/] vtc eval mcq --tokens {Path(stores[label]).name} --adapter {runs[run].name}")
         results.append(
             evaluate("mcq", stores[label], str(model), data=test, out=wd / f"eval-{label}-{runs[run].name}",

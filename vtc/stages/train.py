@@ -115,7 +115,7 @@ def _lr_factor(step: int, total: int, warmup_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def _distributed() -> tuple[int, int]:
+def distributed() -> tuple[int, int]:
     """(rank, world size) of this process: (0, 1) unless started by `accelerate launch` or torchrun with
     several processes, in which case the process group is set up here (gloo on CPU, NCCL on CUDA)."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
@@ -135,12 +135,12 @@ class Trainer:
     def __init__(self, opt: TrainOptions):
         import torch
 
-        from vtc.adapters import get_adapters
+        from vtc.adapters import TokenAdapter, get_adapters
         from vtc.eval.llava import LlavaRunner, TokenSource
         from vtc.train.data import read_qa
 
         self.opt = opt
-        self.rank, self.world = _distributed()
+        self.rank, self.world = distributed()
         if self.world > 1 and opt.device.startswith("cuda"):
             opt.device = f"cuda:{int(os.environ.get('LOCAL_RANK', self.rank))}"
         if (opt.tokens is None) == (opt.features is None):
@@ -183,9 +183,11 @@ class Trainer:
         model = self.runner.model
         for p in model.parameters():
             p.requires_grad_(False)
-        first = self.load(self.samples[0][1], 0)[1]
-        for a in self.adapters:  # token modules size themselves on the data's grid and frame count
-            a.bind(first)
+        token_modules = [a for a in self.adapters if isinstance(a, TokenAdapter)]
+        if token_modules:  # they size themselves on the data's grid and frame count
+            first = self.load(self.samples[0][1], 0)[1]
+            for a in token_modules:
+                a.bind(first)
         self.params = {a.name: a.attach(model) for a in self.adapters}
         self.trainable = {k: sum(p.numel() for p in v) for k, v in self.params.items()}
         flat = [p for ps in self.params.values() for p in ps]
@@ -398,7 +400,7 @@ def run_identity(opt: TrainOptions, trainer: Trainer) -> dict:
 
 def train(opt: TrainOptions, quiet: bool = False, console=None) -> TrainSummary:
     out = Path(opt.out)
-    if _distributed()[0] != 0:  # another data-parallel process: process 0 holds the run directory
+    if distributed()[0] != 0:  # another data-parallel process: process 0 holds the run directory
         return _train_locked(opt, out, True, None)
     made = not out.exists()
     out.mkdir(parents=True, exist_ok=True)

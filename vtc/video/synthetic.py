@@ -56,21 +56,14 @@ def render_flashes(colour: str, count: int, seed: int, n_frames: int = 8, size=(
     that `vtc extract --frames 8` samples every frame and sees every flash)."""
     if n_frames != 8:
         raise ValueError("flashing videos have 8 frames (extract them with --frames 8)")
-    rng = np.random.default_rng(seed)
-    w, h = size
-    background = (rng.random((h, w, 3)) * NOISE).astype(np.uint8)
-    x, y = int(rng.integers(0, w - side)), int(rng.integers(0, h - side))
-    frames = np.repeat(background[None], n_frames, axis=0)
-    for k in _FLASHES[count]:
-        frames[k, y : y + side, x : x + side] = COLOURS[colour]
-    return frames
+    return _still_squares([(colour, _FLASHES[count])], seed, n_frames, size, side)
 
 
 def render_order(first: str, last: str, seed: int, n_frames: int = 8, size=(128, 96), side: int = SIDE):
     """uint8 frames [n_frames, H, W, 3]: a ``first`` square in the first half of the frames, then a ``last``
     one, at another random place, in the second half."""
     half = n_frames // 2
-    return _two_squares(first, range(half), last, range(half, n_frames), seed, n_frames, size, side)
+    return _still_squares([(first, range(half)), (last, range(half, n_frames))], seed, n_frames, size, side)
 
 
 def render_often(more: str, less: str, seed: int, n_frames: int = 8, size=(128, 96), side: int = SIDE):
@@ -79,15 +72,17 @@ def render_often(more: str, less: str, seed: int, n_frames: int = 8, size=(128, 
     if n_frames != 8:
         raise ValueError("frequency videos have 8 frames (extract them with --frames 8)")
     once = (1, 2, 4, 5, 7)[int(np.random.default_rng(seed + 7).integers(5))]
-    return _two_squares(more, _FLASHES[3], less, (once,), seed, n_frames, size, side)
+    return _still_squares([(more, _FLASHES[3]), (less, (once,))], seed, n_frames, size, side)
 
 
-def _two_squares(a: str, a_frames, b: str, b_frames, seed: int, n_frames: int, size, side: int):
+def _still_squares(squares: list, seed: int, n_frames: int, size, side: int) -> np.ndarray:
+    """uint8 frames [n_frames, H, W, 3]: noise, and for each (colour, frames shown) a square at its own
+    random place, in those frames."""
     rng = np.random.default_rng(seed)
     w, h = size
     background = (rng.random((h, w, 3)) * NOISE).astype(np.uint8)
     frames = np.repeat(background[None], n_frames, axis=0)
-    for colour, shown in ((a, a_frames), (b, b_frames)):
+    for colour, shown in squares:
         x, y = int(rng.integers(0, w - side)), int(rng.integers(0, h - side))
         for k in shown:
             frames[k, y : y + side, x : x + side] = COLOURS[colour]
@@ -113,14 +108,17 @@ def render(colour: str, direction: str, seed: int, n_frames: int = 8, size=(128,
     return frames
 
 
-def write_video(path: Path, frames: np.ndarray, fps: int = 8) -> Path:
+def write_video(path: Path, frames: np.ndarray, fps: int = 8, qscale: str | None = "2") -> Path:
+    """MPEG-4 of uint8 frames [T, H, W, 3]; ``qscale`` 2 is near-lossless (the colours of the QA set must
+    survive the codec), None the encoder's default quality."""
     import av
 
     with av.open(str(path), "w") as container:
         stream = container.add_stream("mpeg4", rate=fps)
         stream.height, stream.width = frames.shape[1:3]
         stream.pix_fmt = "yuv420p"
-        stream.options = {"qscale": "2"}  # near-lossless: the colours must survive the codec
+        if qscale is not None:
+            stream.options = {"qscale": qscale}
         for img in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
                 container.mux(packet)
@@ -146,6 +144,15 @@ def _split(n: int, seed: int) -> list[tuple[str, str, str]]:
             out.append((kind, colours[j % 4], others[(j + j // 4) % 4]))
     order = np.random.default_rng(seed).permutation(n)
     return [out[k] for k in order]
+
+
+# each kind's frames from its (colour, direction / count / second colour) and seed
+RENDER = {
+    "move": render,
+    "flash": lambda colour, count, seed: render_flashes(colour, int(count), seed),
+    "order": render_order,
+    "often": render_often,
+}
 
 
 def rows_for(video_id: str, kind: str, colour: str, other: str) -> list[dict]:
@@ -186,16 +193,7 @@ def make_synthetic_qa(
             vid = f"syn_{split}_{i:04d}"
             p = out / "videos" / f"{vid}.mp4"
             if not p.exists():
-                s = seed + offset + i
-                if kind == "move":
-                    frames = render(colour, other, s)
-                elif kind == "flash":
-                    frames = render_flashes(colour, int(other), s)
-                elif kind == "order":
-                    frames = render_order(colour, other, s)
-                else:
-                    frames = render_often(colour, other, s)
-                write_video(p, frames)
+                write_video(p, RENDER[kind](colour, other, seed + offset + i))
             rows += rows_for(vid, kind, colour, other)
         paths[split] = write_jsonl(out / split / "questions.jsonl", rows)
     paths["train_178k"] = write_llava_video(out / "train_178k.json", paths["train"])
