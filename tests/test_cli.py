@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -47,9 +48,45 @@ def test_errors_are_one_line_with_exit_2(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr
 
 
-def test_compress_list_and_unknown_method(feature_store):
-    r = vtc("compress", "--list")
-    assert r.returncode == 0 and "dyntok" in r.stdout and "threshold" in r.stdout
+def test_every_help_ends_with_examples():
+    def help_of(*verb):  # wide, so that no example wraps
+        env = {**os.environ, "COLUMNS": "250"}
+        cmd = [sys.executable, "-m", "vtc", *verb, "--help"]
+        return subprocess.run(cmd, capture_output=True, text=True, env=env).stdout
+
+    verbs = re.findall(r"^│ (\w+)\s", help_of(), re.M)
+    assert {"extract", "compress", "train", "eval", "report", "viz", "demo"} <= set(verbs), verbs
+    for verb in [(), *((v,) for v in verbs), ("eval", "run"), ("eval", "list-online")]:
+        lines = [x.strip() for x in help_of(*verb).splitlines() if x.strip()]
+        examples = lines[lines.index("Examples:") + 1 :]
+        assert examples and all(x.startswith(("vtc ", "accelerate ")) for x in examples), (verb, examples)
+
+
+def test_compress_list_is_compact_and_names_papers(feature_store):
+    from vtc.reducers import list_reducers
+
+    env = {**os.environ, "COLUMNS": "80"}
+    r = subprocess.run(
+        [sys.executable, "-m", "vtc", "compress", "--list"], capture_output=True, text=True, env=env
+    )
+    lines = r.stdout.splitlines()
+    assert r.returncode == 0 and all(len(x) <= 80 for x in lines)
+    for name in list_reducers():  # one line each, starting with the name
+        assert sum(x.split()[0] == name for x in lines if x.strip()) == 1, name
+    assert len(lines) <= 3 * len(list_reducers())
+    r = vtc("compress", "--list", "dyntok")
+    assert r.returncode == 0 and "arXiv 2506.03990" in r.stdout and "threshold=0.6" in r.stdout
+    assert "seed 0" not in r.stdout and "PAPERS" not in r.stdout
+    rows = json.loads(vtc("compress", "--list", "--json").stdout)
+    assert {x["method"] for x in rows} == set(list_reducers())
+    for x in rows:  # a paper by title and arXiv id (or a named baseline), every parameter explained
+        assert "arXiv" in x["paper"] or x["paper"].startswith("baseline"), x
+        assert all(p["meaning"] for p in x["parameters"].values()), x["method"]
+    r = vtc("compress", "--list", "nope")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "dyntok" in r.stderr
+
+
+def test_compress_unknown_method_and_parameters(feature_store):
     r = vtc("compress", feature_store, "--method", "bogus")
     assert r.returncode == 2 and "unknown method 'bogus'" in r.stderr and "dyntok" in r.stderr
     r = vtc("compress", feature_store, "--method", "pool", "--set", "size=3")
@@ -94,6 +131,13 @@ def test_demo_trains_and_prints_accuracy_against_tokens(tmp_path):
     assert rows["none"][0] == "129" and rows["pool stride=4"][0] == "33"  # 8 x 4 x 4 + 1; 8 x 2 x 2 + 1
     assert int(rows["none (untrained)"][2]) == 0  # the random model answers nothing
     assert int(rows["none"][2]) >= 80  # colour, learned from the pixels (chance is 25)
+    # vtc's own output only: no tqdm bar or log line of lmms-eval, datasets or transformers
+    for noise in ("it/s]", "%|", "Postprocessing", "Generating test split", "INFO", "Writing model shards"):
+        assert noise not in r.stdout + r.stderr, noise
+    report, picture = tmp_path / "demo" / "report" / "report.html", tmp_path / "demo" / "viz.png"
+    assert report.is_file() and picture.is_file()
+    out = "".join(r.stdout.split())  # rich folds a long path across lines
+    assert "report.html" in out and "viz.png" in out
 
 
 def test_compress_budget_is_exact_and_refused_where_unsupported(feature_store, tmp_path):

@@ -172,3 +172,38 @@ def test_token_adapters_train_load_and_count(syn_vq, tmp_path, adapter, opts, n_
         evaluate(
             "mcq", syn_vq["pool"], syn_vq["model"], data=data, out=tmp_path / "e2", adapter=tmp_path / "run"
         )
+
+
+def test_a_module_trains_on_top_of_a_frozen_run(syn_vq, tmp_path):
+    """`--init RUN`: RUN's weights load first and stay frozen; only the new module trains and is saved, and
+    loading the new run brings RUN's weights back with it (and refuses once RUN is retrained or gone)."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from vtc.adapters import load_adapter
+    from vtc.eval.llava import LlavaRunner
+    from vtc.stages.train import TrainOptions, train
+
+    def run(out, adapters, **kw):
+        opt = TrainOptions(data=str(syn_vq["train"]), model=syn_vq["model"], adapters=adapters, out=str(out),
+                           tokens=str(syn_vq["vq"]), lr=1e-2, steps=3, warmup=0.3, **kw)  # fmt: skip
+        return train(opt, quiet=True)
+
+    run(tmp_path / "base", "projector")
+    s = run(tmp_path / "top", "vq-attn", init=str(tmp_path / "base"))
+    assert set(s.trainable) == {"vq-attn"}
+    base_w = load_file(str(tmp_path / "base" / "adapter.safetensors"))
+    top_w = load_file(str(tmp_path / "top" / "adapter.safetensors"))
+    assert not set(base_w) & set(top_w)  # the frozen run's weights are not saved again
+    model = LlavaRunner(syn_vq["model"]).model
+    load_adapter(model, tmp_path / "top")
+    state = model.state_dict()
+    for k, v in base_w.items():  # the projector is the base run's, untouched by the second run
+        assert torch.equal(state[k], v), k
+    run(tmp_path / "base", "projector", fresh=True, seed=1)  # retrained: the run on top is stale
+    with pytest.raises(VtcError, match="retrained since"):
+        load_adapter(LlavaRunner(syn_vq["model"]).model, tmp_path / "top")
+    shutil.rmtree(tmp_path / "base")
+    with pytest.raises(VtcError, match="which is gone"):
+        load_adapter(LlavaRunner(syn_vq["model"]).model, tmp_path / "top")

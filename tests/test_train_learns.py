@@ -65,6 +65,35 @@ def test_shuffled_videos_stay_at_chance(setup, tmp_path):
     # Nothing is learned: no question type above chance + 10, and overall within 10 points of chance. One
     # type alone can land below chance: the model maps each of the 4 colours to the letter the shuffle
     # happened to pair with it most, and on held-out videos that is right for 0 to 4 colours (measured:
-    # colour 10%, the other types 21-25%, overall 20%).
+    # colour 2%, the other types 15-29%, overall 15%).
     assert all(a <= 35.0 for a in acc.values()), acc
     assert abs(overall - 25.0) <= 10.0, (overall, acc)
+
+
+@pytest.mark.slow
+def test_token_modules_beat_their_untrained_selves(setup):
+    """VQ-Attention (`vq-attn`, paper form) and cross-dynamics attention, each trained alone (`--init`) on
+    top of a projector + LLM run on vqtoken's K=32 codebook, against that run as it is: which is what the
+    untrained modules give, since both start as the identity (tests/test_token_adapters.py). The codebook
+    says what is in a video, not when or how often; the index map says both, so count is where a trained
+    module should show. vqtoken and tokendynamics cluster the same way (same tokens), so one run serves as
+    the base of both. Measured: base 86% overall (count 58%), vq-attn 93% (count 92%), cross-dynamics 92%
+    (count 92%); without its null slot cross-dynamics gained count but no overall accuracy."""
+    d, paths, model = setup
+
+    def run(tag, adapters, method, steps, init=None):
+        opt = TrainOptions(
+            data=str(paths["train"]), model=model, adapters=adapters, out=str(d / tag), init=init,
+            features=str(d / "feats.zarr"), method=method, params={"k": ["32"]}, steps=steps, batch_size=8,
+            lr=3e-3, warmup=0.05, eval_data=str(paths["test"]), eval_every=steps,
+        )  # fmt: skip
+        ev = train(opt, quiet=True).eval[-1]
+        print(f"{tag}: {ev}")  # shown with pytest -s
+        return ev
+
+    base = run("codebook", "projector,full", "vqtoken", 600)
+    vq = run("vq-attn", "vq-attn", "vqtoken", 300, init=str(d / "codebook"))
+    xd = run("cross-dynamics", "cross-dynamics", "tokendynamics", 600, init=str(d / "codebook"))
+    for trained in (vq, xd):
+        assert trained["per_category"]["count"] >= base["per_category"]["count"] + 25.0, (base, trained)
+        assert trained["accuracy"] >= base["accuracy"] + 2.0, (base, trained)

@@ -185,8 +185,9 @@ def get_adapters(names: str | list[str], options: dict[str, dict] | None = None)
 
 
 def load_adapter(model, run: str | Path, store_identity: str | None = None) -> dict:
-    """Load a trained run's adapters into ``model`` (a freshly loaded base); refuse a run trained on another
-    base model or another store identity. Returns the run's adapter.json."""
+    """Load a trained run's adapters into ``model`` (a freshly loaded base), after the run it was trained
+    on top of (``vtc train --init``) if any; refuse a run trained on another base model or another store
+    identity. Returns the run's adapter.json."""
     from safetensors.torch import load_file
 
     from vtc.cache.jsonl import read_json
@@ -205,6 +206,15 @@ def load_adapter(model, run: str | Path, store_identity: str | None = None) -> d
         raise VtcError(
             f"{run} was trained on features of another store identity; extract with the same encoder"
         )
+    init = meta.get("init")
+    if init:  # trained on top of another run: that one goes in first
+        parent = Path(init["run"])
+        if not (parent / "adapter.json").exists():
+            raise VtcError(f"{run} was trained on top of {parent}, which is gone; put it back or retrain")
+        if load_adapter(model, parent, store_identity).get("identity_hash") != init.get("identity_hash"):
+            raise VtcError(
+                f"{run} was trained on top of {parent}, which has been retrained since; retrain {run}"
+            )
     try:
         weights = load_file(str(run / "adapter.safetensors"))
     except Exception as e:  # noqa: BLE001 - truncated or foreign file

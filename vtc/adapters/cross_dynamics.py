@@ -14,7 +14,12 @@ frame and cell embeddings), and base token k attends to the dynamics tokens of i
     B'_k = B_k + MultiHeadAttn(Q = LN(B_k) W_Q, K = LN(d_c) W_K, V = LN(d_c) W_V),  c in {c : M[c] = k}
 
 so each base token gathers its own trajectory (which frames, which places, weighted by learned queries:
-one head can look at early frames, another at late ones). The output projection starts at zero (an
+one head can look at early frames, another at late ones). Each attention also has a null slot (a zero
+key and value, ``add_zero_attn``): a softmax over a token's cells alone weighs 1 cell and 8 cells the
+same, with the slot the weight on the cells grows with their number, so how often a content occurs
+comes through (synthetic set, tests/test_train_learns.py: count 58% -> 92% after 600 steps; without
+the slot, on the demo's split, 300 steps took count 44% -> 56% and overall accuracy nowhere). The output
+projection starts at zero (an
 untrained adapter changes nothing) and K tokens come out, followed by the reduction's newline. Settings:
 ``heads`` (default 8) and ``frames`` (the frame-embedding table, default 64: longer videos are refused).
 """
@@ -61,7 +66,9 @@ def _module():
                 self.frame.weight.normal_(0.0, dim**-0.5)
                 self.cell.weight.normal_(0.0, dim**-0.5)
             self.norm_q, self.norm_kv = nn.LayerNorm(dim), nn.LayerNorm(dim)
-            self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+            # add_zero_attn: a null slot (zero key and value) beside a token's cells, so the weight on
+            # the cells grows with their number and how often a content occurs can come through
+            self.attn = nn.MultiheadAttention(dim, heads, batch_first=True, add_zero_attn=True)
             start_as_identity(self.attn)
 
         def forward(self, tokens, reduction):

@@ -226,9 +226,9 @@ class Store:
             arr = np.ascontiguousarray(arr)
             ch = (chunks or {}).get(name) or arr.shape or (1,)
             kw = {"compressors": None} if name in uncompressed else {}
-            a = g.create_array(name, shape=arr.shape, dtype=arr.dtype, chunks=ch, overwrite=True, **kw)
-            a[...] = arr
-        g.attrs.update({**attrs, "id": video_id, "complete": True})
+            g.create_array(name, data=arr, chunks=ch, overwrite=True, **kw)
+        # one metadata write: attrs.update() would rewrite the group's zarr.json once per key
+        g.update_attributes({**attrs, "id": video_id, "complete": True})
         self._append({"id": video_id, "key": key, "status": "done", "time": time.time(), **(summary or {})})
 
     def fail(self, video_id: str, reason: str, **info) -> None:

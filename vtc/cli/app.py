@@ -7,6 +7,8 @@ import sys
 
 import typer
 
+from vtc.cli.options import examples
+
 app = typer.Typer(
     name="vtc",
     help=(
@@ -14,6 +16,10 @@ app = typer.Typer(
         "method, evaluate LLaVA-OneVision on the result through lmms-eval.\n\n"
         "Pipeline: vtc extract VIDEOS --store feats.zarr → vtc compress feats.zarr --method dyntok "
         "→ vtc eval videomme --tokens feats.dyntok-….zarr. Try `vtc demo` first (offline, ~1 min)."
+    ),
+    epilog=examples(
+        "vtc demo --workdir /tmp/vtc-demo          # the whole pipeline offline, about 3 minutes",
+        "vtc compress --list                       # the methods, one line each",
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -24,7 +30,7 @@ app = typer.Typer(
 
 def _register() -> None:
     # Imported here so each module stays a plain list of commands; none imports torch at import time.
-    from vtc.cli import compress, demo, evaluate, extract, flops, info, prepare, train  # noqa: F401
+    from vtc.cli import compress, demo, evaluate, extract, flops, info, prepare, report, train, viz  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> None:

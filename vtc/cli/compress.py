@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 from pathlib import Path
 from typing import Annotated
@@ -9,7 +11,7 @@ from typing import Annotated
 import typer
 
 from vtc.cli.app import app
-from vtc.cli.options import Json, Quiet, Seed, console, print_problems
+from vtc.cli.options import Json, Quiet, Seed, console, examples, print_problems
 from vtc.errors import VtcError
 
 
@@ -24,13 +26,12 @@ def parse_sets(sets: list[str]) -> dict[str, str]:
 
 
 @app.command(
-    epilog=(
-        "Examples:\n\n"
-        "  vtc compress feats.zarr --method dyntok --set threshold=0.5\n\n"
-        "  vtc compress feats.zarr --method pool --set stride=3 --out feats.pool3.zarr\n\n"
-        "  vtc compress feats.zarr --method tome --budget 1024          # exactly 1024 visual tokens per video\n\n"
-        "  vtc compress --list\n\n"
-        "Without --out the token store is named by content: <store>.<method>-<config hash>.zarr."
+    epilog=examples(
+        "vtc compress feats.zarr --method dyntok --set threshold=0.5",
+        "vtc compress feats.zarr --method pool --set stride=3 --out feats.pool3.zarr",
+        "vtc compress feats.zarr --method tome --budget 1024          # exactly 1024 visual tokens per video",
+        "vtc compress --list            # every method, one line each; --list dyntok: the details",
+        note="Without --out the token store is named by content: <store>.<method>-<config hash>.zarr.",
     )
 )
 def compress(
@@ -58,15 +59,16 @@ def compress(
         ),
     ] = None,
     list_methods: Annotated[
-        bool, typer.Option("--list", help="List the methods and their parameters.")
+        bool,
+        typer.Option("--list", help="List the methods, one line each; `--list NAME`: one method's details."),
     ] = False,
     quiet: Quiet = False,
     json_out: Json = False,
 ) -> None:
     """Reduce every video's tokens and store the plan, the tokens, their positions and exact counts."""
     con = console(quiet, json_out)
-    if list_methods:
-        _print_methods(con, json_out)
+    if list_methods:  # `--list NAME`: NAME arrives as the store argument
+        _print_methods(con, json_out, None if store is None else str(store))
         return
     if store is None:
         raise VtcError("give a feature store (or --list to see the methods)")
@@ -126,46 +128,103 @@ def _print_summary(con, s) -> None:
     con.print(f"config: {json.dumps(s.method)}", highlight=False)
 
 
-def _print_methods(con, json_out: bool) -> None:
+def _method_row(name: str, cls) -> dict:
     import dataclasses
 
-    from vtc.reducers import list_reducers
     from vtc.reducers.batch import natively_batched
 
-    rows = []
-    for name, cls in list_reducers().items():
-        doc = (cls.__doc__ or "").strip().splitlines()
-        info = cls.info
-        rows.append(
-            {
-                "method": name,
-                "description": doc[0] if doc else "",
-                "paper": info.paper,
-                "parameters": {f.name: f.default for f in dataclasses.fields(cls)},
-                "needs_training": info.training,
-                "fixed_budget": info.budget,
-                "licence": info.licence,
-                "batched": natively_batched(cls),
-            }
-        )
+    info = cls.info
+    return {
+        "method": name,
+        "summary": info.summary,
+        "paper": info.paper,
+        "section": info.section,
+        "tokens": "adaptive" if info.adaptive else "fixed",
+        "fixed_budget": info.budget,
+        "needs_training": info.training,
+        "needs": list(info.needs),
+        "licence": info.licence,
+        "batched": natively_batched(cls),
+        "parameters": {
+            f.name: {"default": f.default, "meaning": info.meaning(f.name)} for f in dataclasses.fields(cls)
+        },
+        "notes": inspect.cleandoc(cls.__doc__ or ""),
+    }
+
+
+def _print_methods(con, json_out: bool, name: str | None = None) -> None:
+    """One line per method (fits 80 columns), or one method's details; --json for scripts."""
+    from vtc.reducers import list_reducers
+
+    reducers = list_reducers()
+    if name is not None:
+        if name not in reducers:
+            raise VtcError(f"unknown method {name!r}; valid: {', '.join(reducers)}")
+        row = _method_row(name, reducers[name])
+        if json_out:
+            print(json.dumps(row, indent=2, default=str))
+        else:
+            _print_method(con, row)
+        return
+    rows = [_method_row(n, c) for n, c in reducers.items()]
     if json_out:
         print(json.dumps(rows, indent=2, default=str))
         return
-    from rich.table import Table
-
-    t = Table(title=f"vtc compress methods ({len(rows)})")
-    t.add_column("method", style="bold")
-    t.add_column("description")
-    t.add_column("paper")
-    t.add_column("parameters (defaults)")
-    t.add_column("notes")
+    say = functools.partial(con.print, highlight=False, markup=False)
+    say(f"{'method':<14}{'what it does':<39}{'tokens':<10}{'budget':<8}training")
     for r in rows:
-        notes = ["needs training" if r["needs_training"] else "training-free"]
-        if r["fixed_budget"]:
-            notes.append("--set budget=M")
-        notes.append("batched" if r["batched"] else "one video per call")
-        if r["licence"]:
-            notes.append(r["licence"])
-        params = ", ".join(f"{k}={v}" for k, v in r["parameters"].items())
-        t.add_row(r["method"], r["description"], r["paper"], params or "-", "; ".join(notes))
-    con.print(t)
+        say(
+            f"{r['method']:<14}{r['summary']:<39}{r['tokens']:<10}{'yes' if r['fixed_budget'] else '-':<8}"
+            f"{'yes' if r['needs_training'] else '-'}"
+        )
+    say(
+        "tokens: fixed = a set count per video, adaptive = follows the content; budget: --budget M gives "
+        "exactly M; training: the full method has a trained adapter (vtc train). Details: vtc compress "
+        "--list METHOD"
+    )
+
+
+def _print_method(con, r: dict) -> None:
+    from rich.markup import escape
+
+    say = functools.partial(con.print, highlight=False)
+    say(f"[bold]{r['method']}[/] — {escape(r['summary'])}")
+    say(f"[bold]paper[/]      {escape(r['paper'])}" + (f", {escape(r['section'])}" if r["section"] else ""))
+    tokens = "adaptive (follows the content)" if r["tokens"] == "adaptive" else "fixed count per video"
+    say(
+        f"[bold]tokens[/]     {tokens}; --budget M: {'yes' if r['fixed_budget'] else 'no'}; training: "
+        + ("the full method has a trained adapter (vtc train)" if r["needs_training"] else "none")
+    )
+    if r["needs"]:
+        say(f"[bold]needs[/]      {', '.join(r['needs'])} per video (vtc extract --save-attention)")
+    if r["licence"]:
+        say(f"[bold]licence[/]    {escape(r['licence'])}")
+    if r["parameters"]:
+        say("[bold]parameters[/] (--set key=value)")
+        from rich.table import Table
+
+        grid = Table.grid(padding=(0, 2))  # the meanings wrap under themselves, not under the names
+        grid.add_column(no_wrap=True)
+        grid.add_column()
+        for k, v in r["parameters"].items():
+            grid.add_row(escape(f"  {k}={v['default']}"), escape(v["meaning"]))
+        say(grid)
+    say("[bold]how it works, and where it differs from the paper and the official code[/]")
+    say(escape(_reflow(r["notes"])))
+    example = " ".join(f"--set {k}={v['default']}" for k, v in list(r["parameters"].items())[:1])
+    say(f"[bold]example[/]    vtc compress feats.zarr --method {r['method']} {example}".rstrip())
+
+
+def _reflow(doc: str) -> str:
+    """Docstring lines joined into paragraphs (list items kept apart) so the terminal wraps them."""
+    out: list[str] = []
+    for para in doc.split("\n\n"):
+        items: list[str] = []
+        for line in para.splitlines():
+            line = line.strip()
+            if items and not line.startswith("- "):
+                items[-1] += " " + line
+            else:
+                items.append(line)
+        out.append("\n".join(items))
+    return "\n\n".join(out)

@@ -8,11 +8,14 @@ from typing import Annotated
 import typer
 
 from vtc.cli.app import app
-from vtc.cli.options import Quiet, console
+from vtc.cli.options import Quiet, Verbose, console, examples
 
 
 @app.command(
-    epilog="Examples:\n\n  vtc demo --workdir /tmp/vtc-demo\n\n  vtc demo --quick        # 3 methods, 32 held-out videos"
+    epilog=examples(
+        "vtc demo --workdir /tmp/vtc-demo   # then open /tmp/vtc-demo/report/report.html",
+        "vtc demo --quick                   # 3 methods, 32 held-out videos",
+    )
 )
 def demo(
     workdir: Annotated[
@@ -20,6 +23,7 @@ def demo(
     ] = Path("vtc-demo"),
     quick: Annotated[bool, typer.Option(help="Fewer methods and held-out videos (about a minute).")] = False,
     quiet: Quiet = False,
+    verbose: Verbose = False,
 ) -> None:
     """Synthesise a video-QA set whose answers depend on the pixels, extract features, train a tiny
     LLaVA-OV on cached tokens, then compress with several methods and print held-out accuracy per
@@ -27,7 +31,7 @@ def demo(
     from vtc.stages.demo import demo as run
 
     con = console(quiet)
-    results = run(workdir, quick=quick, quiet=quiet, console=con)
+    results = run(workdir, quick=quick, quiet=quiet, verbose=verbose, console=con)
     con.print(accuracy_table(results))
 
 
@@ -35,6 +39,8 @@ def accuracy_table(results: list[dict]):
     """method | visual tokens | accuracy overall and per question type | TTFT, one row per evaluation."""
     from rich import box
     from rich.table import Table
+
+    from vtc.reducers.registry import method_label
 
     kinds = {"colour": "colour", "frequency": "freq", "order": "order", "count": "count", "direction": "dir"}
     t = Table(
@@ -46,7 +52,7 @@ def accuracy_table(results: list[dict]):
     for col in ("tokens", "all", *kinds.values(), "TTFT"):
         t.add_column(col, justify="right", no_wrap=True)
     for r in results:
-        name = short_method(r["method"])
+        name = method_label(r["method"])
         adapters = (r.get("adapter") or {}).get("adapters") or []
         if not r.get("adapter"):
             name += " (untrained)"
@@ -62,20 +68,6 @@ def accuracy_table(results: list[dict]):
             f"{1000 * ttft:.0f}" if ttft is not None else "-",
         )
     return t
-
-
-def short_method(config: dict) -> str:
-    """'pool stride=9': the method and the parameters that differ from its defaults."""
-    import dataclasses
-
-    from vtc.reducers import list_reducers
-
-    cls = list_reducers().get(config["method"])
-    defaults = {f.name: f.default for f in dataclasses.fields(cls)} if cls else {}
-    changed = [
-        f"{k}={v}" for k, v in config.items() if k not in ("method", "seed") and defaults.get(k, v) != v
-    ]
-    return " ".join([config["method"], *changed])
 
 
 def _acc(v) -> float:

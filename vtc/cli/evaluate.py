@@ -10,7 +10,7 @@ import typer
 from typer.core import TyperGroup
 
 from vtc.cli.app import app
-from vtc.cli.options import Device, Dtype, Json, Quiet, Seed, console
+from vtc.cli.options import Device, Dtype, Json, Quiet, Seed, Verbose, console, examples
 
 
 class TaskOrCommand(TyperGroup):
@@ -24,7 +24,19 @@ class TaskOrCommand(TyperGroup):
         return super().resolve_command(ctx, args)
 
 
+EPILOG = examples(
+    "vtc eval videomme --tokens feats.dyntok-1a2b.zarr --device cuda --dtype bf16",
+    "vtc eval videomme --tokens t.zarr --data ~/data/videomme-local --limit 50   # local copy",
+    "vtc eval videomme --tokens dycoke.zarr --online dycoke-kv --set p=0.7      # + KV pruning",
+    "vtc eval mvbench --tokens t.zarr --data mvbench-local --online fastv --set k=2 --set ratio=0.5",
+    "vtc eval my_task --tokens t.zarr --include my_tasks/                        # your lmms-eval YAML",
+    note="A local copy is a directory with one *.jsonl/*.parquet of questions in the benchmark's row format "
+    "(see README; `vtc eval prepare` makes one). Writes OUT/results.json; answers are journalled in "
+    "OUT/answers.jsonl, so re-running an interrupted command resumes it. --verbose also shows "
+    "lmms-eval's own progress bars and log lines.",
+)
 eval_app = typer.Typer(
+    epilog=EPILOG,
     cls=TaskOrCommand,
     no_args_is_help=True,
     help=(
@@ -37,17 +49,7 @@ app.add_typer(eval_app, name="eval")
 
 @eval_app.command(
     name="run",
-    epilog=(
-        "Examples:\n\n"
-        "  vtc eval videomme --tokens feats.dyntok-1a2b.zarr --device cuda --dtype bf16\n\n"
-        "  vtc eval videomme --tokens t.zarr --data ~/data/videomme-local --limit 50   # local copy\n\n"
-        "  vtc eval videomme --tokens dycoke.zarr --online dycoke-kv --set p=0.7      # + KV pruning\n\n"
-        "  vtc eval mvbench --tokens t.zarr --data mvbench-local --online fastv --set k=2 --set ratio=0.5\n\n"
-        "  vtc eval my_task --tokens t.zarr --include my_tasks/                        # your lmms-eval YAML\n\n"
-        "A local copy is a directory with one *.jsonl/*.parquet of questions in the benchmark's row format "
-        "(see README; `vtc eval prepare` makes one). Writes OUT/results.json; answers are journalled in "
-        "OUT/answers.jsonl, so re-running an interrupted command resumes it."
-    ),
+    epilog=EPILOG,
 )
 def evaluate(
     task: Annotated[
@@ -104,6 +106,7 @@ def evaluate(
         typer.Option(help="A `vtc train` run directory: its trained weights are loaded into --model."),
     ] = None,
     quiet: Quiet = False,
+    verbose: Verbose = False,
     json_out: Json = False,
 ) -> None:
     """Answer TASK's questions from stored tokens; report accuracy, visual tokens, TokDense, FLOPs, latency."""
@@ -125,6 +128,8 @@ def evaluate(
         dtype=dtype,
         seed=seed,
         quiet=quiet,
+        console=con,
+        verbose=verbose,
         online=online,
         online_params=parse_sets(settings or []),
         batch_size=batch_size,
@@ -183,7 +188,7 @@ def results_table(results: list[dict], title: str = "vtc eval"):
     return t
 
 
-@eval_app.command(name="list-online")
+@eval_app.command(name="list-online", epilog=examples("vtc eval list-online", "vtc eval list-online --json"))
 def list_online_methods(json_out: Json = False) -> None:
     """List the in-LLM (online) pruning methods `--online` accepts, with their parameters and defaults."""
     from rich.table import Table

@@ -9,17 +9,16 @@ from typing import Annotated
 import typer
 
 from vtc.cli.app import app
-from vtc.cli.options import Device, Dtype, Json, Quiet, console, print_problems
+from vtc.cli.options import Device, Dtype, Json, Quiet, console, examples, print_problems
 
 
 @app.command(
-    epilog=(
-        "Examples:\n\n"
-        "  vtc extract videos/ --store feats.zarr                 # 32 frames/video, LLaVA-OV-0.5B tower\n\n"
-        "  vtc extract 'clips/**/*.mp4' --store f.zarr --fps 1 --max-frames 64\n\n"
-        "  vtc extract manifest.csv --store f.zarr --model google/siglip-so400m-patch14-384 --device cuda --dtype bf16\n\n"
-        "Re-running the same command resumes: done videos are skipped. Exit code 1 if any video failed."
-    )
+    epilog=examples(
+        "vtc extract videos/ --store feats.zarr                 # 32 frames/video, LLaVA-OV-0.5B tower",
+        "vtc extract 'clips/**/*.mp4' --store f.zarr --fps 1 --max-frames 64",
+        "vtc extract manifest.csv --store f.zarr --model google/siglip-so400m-patch14-384 --device cuda --dtype bf16",
+        note="Re-running the same command resumes: done videos are skipped. Exit code 1 if any video failed.",
+    ),
 )
 def extract(
     inputs: Annotated[

@@ -9,21 +9,20 @@ from typing import Annotated
 import typer
 
 from vtc.cli.app import app
-from vtc.cli.options import Json, console
+from vtc.cli.options import Json, console, examples
 
 
 @app.command(
-    epilog=(
-        "Examples:\n\n"
-        "  vtc flops   # 0.5B on 32 frames of stock tokens (32*196+1)\n\n"
-        "  vtc flops --model llava-hf/llava-onevision-qwen2-7b-ov-hf --visual 3098\n\n"
-        "  vtc flops --tokens feats.dyntok-1a2b.zarr   # mean per video of a store\n\n"
-        "  vtc flops --visual 6273 --fastv-k 2 --fastv-r 1568   # FastV\n\n"
-        "  vtc flops --visual 3098 --dycoke-l 3 --dycoke-p 0.7  # DyCoke decode\n\n"
-        "FLOPs = 2 x multiply-adds of the matmuls, causal attention counted exactly; norms, RoPE, "
+    epilog=examples(
+        "vtc flops   # 0.5B on 32 frames of stock tokens (32*196+1)",
+        "vtc flops --model llava-hf/llava-onevision-qwen2-7b-ov-hf --visual 3098",
+        "vtc flops --tokens feats.dyntok-1a2b.zarr   # mean per video of a store",
+        "vtc flops --visual 6273 --fastv-k 2 --fastv-r 1568   # FastV",
+        "vtc flops --visual 3098 --dycoke-l 3 --dycoke-p 0.7  # DyCoke decode",
+        note="FLOPs = 2 x multiply-adds of the matmuls, causal attention counted exactly; norms, RoPE, "
         "softmax and activations are left out. 'paper' is FastV's / DyCoke's Eq. 8 on the same "
         "tokens (one FLOP per multiply-add, n^2 attention); 'stock' is LLaVA-OV's F*196+1 tokens. Known "
-        "LLaVA-OV ids work offline."
+        "LLaVA-OV ids work offline.",
     ),
 )
 def flops(

@@ -9,10 +9,10 @@ from typing import Annotated
 import typer
 
 from vtc.cli.app import app
-from vtc.cli.options import Json, console
+from vtc.cli.options import Json, console, examples
 
 
-@app.command(epilog="Example:\n\n  vtc info feats.zarr\n\n  vtc info feats.dyntok-1a2b.zarr --json")
+@app.command(epilog=examples("vtc info feats.zarr", "vtc info feats.dyntok-1a2b.zarr --json"))
 def info(
     store: Annotated[Path, typer.Argument(help="A feature or token store.")],
     json_out: Json = False,

@@ -7,10 +7,18 @@ from typing import Annotated
 import typer
 
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or tables.")]
+Verbose = Annotated[
+    bool, typer.Option("--verbose", "-v", help="Also show the libraries' own progress bars and log lines.")
+]
 Json = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON summary on stdout.")]
 Device = Annotated[str, typer.Option(help="torch device: cpu, cuda, cuda:1, ...")]
 Dtype = Annotated[str, typer.Option(help="compute dtype: fp32, fp16 or bf16.")]
 Seed = Annotated[int, typer.Option(help="random seed (results are identical for equal seeds).")]
+
+
+def examples(*lines: str, note: str = "") -> str:
+    """A command's help epilog: the ``note`` first, then the examples, last, where a reader looks."""
+    return (note + "\n\n" if note else "") + "Examples:\n\n" + "\n\n".join(f"  {x}" for x in lines)
 
 
 def console(quiet: bool = False, json_out: bool = False):

@@ -10,17 +10,16 @@ import typer
 
 from vtc.cli.app import app
 from vtc.cli.evaluate import eval_app
-from vtc.cli.options import Json, Quiet, console
+from vtc.cli.options import Json, Quiet, console, examples
 
-EPILOG = (
-    "Examples:\n\n"
-    "  vtc prepare videomme --from ~/hf/Video-MME --out ~/data/videomme-local\n\n"
-    "  vtc prepare mvbench --from ~/hf/MVBench --out mvb/ && vtc extract mvb/videos.csv --store mvb.zarr\n\n"
-    "  vtc eval mvbench --tokens mvb.pool-1a2b.zarr --data mvb/\n\n"
-    "Tasks: videomme, videomme_w_subtitle, mvbench, nextqa, longvideobench, mlvu, perceptiontest, "
+EPILOG = examples(
+    "vtc prepare videomme --from ~/hf/Video-MME --out ~/data/videomme-local",
+    "vtc prepare mvbench --from ~/hf/MVBench --out mvb/ && vtc extract mvb/videos.csv --store mvb.zarr",
+    "vtc eval mvbench --tokens mvb.pool-1a2b.zarr --data mvb/",
+    note="Tasks: videomme, videomme_w_subtitle, mvbench, nextqa, longvideobench, mlvu, perceptiontest, "
     "egoschema, mcq. SRC is the dataset's Hugging Face repo with its zips unpacked (see README, "
     "'Benchmarks: staging a local copy'). Writes OUT/<task>.jsonl, OUT/videos.csv (video_id,path for "
-    "`vtc extract`), OUT/prepare.json and, for Video-MME, OUT/subtitles/."
+    "`vtc extract`), OUT/prepare.json and, for Video-MME, OUT/subtitles/.",
 )
 
 

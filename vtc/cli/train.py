@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from vtc.cli.app import app
-from vtc.cli.options import Device, Json, Quiet, Seed, console
+from vtc.cli.options import Device, Json, Quiet, Seed, console, examples
 from vtc.errors import VtcError
 
 
@@ -21,17 +21,16 @@ def parse_value_lists(sets: list[str]) -> dict[str, list[str]]:
 
 
 @app.command(
-    epilog=(
-        "Examples:\n\n"
-        "  vtc train --data train.json --adapter projector --tokens feats.pool3.zarr --out runs/p3\n\n"
-        "  vtc train --data qa.jsonl --adapter projector,full --features feats.zarr --method dyntok "
-        "--set threshold=0.4,0.45,0.5,0.55,0.6 --out runs/dyntok   # one threshold drawn per batch\n\n"
-        "  vtc eval mcq --data test/ --tokens feats.pool3.zarr --adapter runs/p3\n\n"
-        "  vtc train --data qa.jsonl --adapter vq-attn,projector --tokens feats.vqtoken.zarr "
-        "--vq-attn form=official --out runs/vq\n\n"
-        "  accelerate launch --multi_gpu --num_processes 2 -m vtc train ...   # data-parallel, 2 GPUs\n\n"
-        "Re-running the same command resumes from RUN/checkpoint with the same losses as an uninterrupted run; "
-        "--max-seconds stops early with a checkpoint."
+    epilog=examples(
+        "vtc train --data train.json --adapter projector --tokens feats.pool3.zarr --out runs/p3",
+        "vtc train --data qa.jsonl --adapter projector,full --features feats.zarr --method dyntok "
+        "--set threshold=0.4,0.45,0.5,0.55,0.6 --out runs/dyntok   # one threshold drawn per batch",
+        "vtc train --data qa.jsonl --adapter vq-attn --init runs/dyntok --features feats.zarr --method vqtoken "
+        "--set k=32 --out runs/vq   # VQ-Attention alone, on top of a trained run",
+        "accelerate launch --multi_gpu --num_processes 2 -m vtc train ...   # data-parallel, 2 GPUs",
+        note="Evaluate with `vtc eval mcq --data test/ --tokens feats.pool3.zarr --adapter runs/p3`. Re-running "
+        "the same command resumes from RUN/checkpoint with the same losses as an uninterrupted run; "
+        "--max-seconds stops early with a checkpoint.",
     )
 )
 def train(
@@ -50,6 +49,13 @@ def train(
     model: Annotated[
         str, typer.Option(help="LLaVA-OneVision id or local dir (the base the adapters are trained on).")
     ] = "llava-hf/llava-onevision-qwen2-0.5b-ov-hf",
+    init: Annotated[
+        Path | None,
+        typer.Option(
+            help="A finished run to train on top of: its weights are loaded first and stay frozen "
+            "(e.g. vq-attn alone on a projector + LLM run); `vtc eval --adapter` loads both."
+        ),
+    ] = None,
     tokens: Annotated[
         Path | None, typer.Option(help="Token store (a fixed reduction), or a feature store (stock tokens).")
     ] = None,
@@ -126,6 +132,7 @@ def train(
         model=model,
         adapters=adapter,
         out=str(out),
+        init=str(init) if init else None,
         adapter_options={
             name: parse_sets(text.split(","))
             for name, text in (("lora", lora), ("vq-attn", vq_attn), ("cross-dynamics", cross_dynamics))

@@ -27,6 +27,7 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<vi
 # tokens) it is 1,000 steps, after which count and frequency are answered right about 80% of the time.
 LEARNABLE_TEXT = {"initializer_range": 0.1}
 LEARNABLE_IMAGE = 112
+LEARNABLE_VOCAB = 400
 
 
 def tiny_vision_config(hidden: int = 32, layers: int = 2, heads: int = 2, image_size: int = 384):
@@ -43,8 +44,9 @@ def tiny_vision_config(hidden: int = 32, layers: int = 2, heads: int = 2, image_
     )
 
 
-def build_tiny_tokenizer(out_dir: str | Path):
-    """A byte-level BPE tokenizer trained on a few lines of English, with the LLaVA-OV special tokens."""
+def build_tiny_tokenizer(out_dir: str | Path, corpus_extra: tuple[str, ...] = (), vocab_size: int = 400):
+    """A byte-level BPE tokenizer trained on a few lines of English (and ``corpus_extra``), with the
+    LLaVA-OV special tokens."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -54,12 +56,16 @@ def build_tiny_tokenizer(out_dir: str | Path):
         "What is shown in the video? The best answer is: A B C D",
         "You are a helpful assistant. user assistant system",
         "abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ 0123456789 .,:;!?()[]-'\"\n",
+        *corpus_extra,
     ]
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,  # its bars print empty lines when stdout is not a terminal
     )
     tok.train_from_iterator(corpus * 4, trainer=trainer)
     fast = PreTrainedTokenizerFast(
@@ -87,6 +93,7 @@ def build_tiny_llava_ov(
     text: dict | None = None,
     vision=None,
     dtype=None,
+    tokenizer: dict | None = None,
 ) -> Path:
     """Save a random LlavaOnevisionForConditionalGeneration plus its tiny tokenizer to ``out_dir``.
 
@@ -98,7 +105,7 @@ def build_tiny_llava_ov(
     from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration, Qwen2Config
 
     out_dir = Path(out_dir)
-    tokenizer = build_tiny_tokenizer(out_dir)
+    tokenizer = build_tiny_tokenizer(out_dir, **(tokenizer or {}))
     text_config = Qwen2Config(
         **{
             "vocab_size": len(tokenizer),
@@ -148,7 +155,17 @@ def build_tiny_checkpoints(root: str | Path, seed: int = 0) -> dict[str, Path]:
 
 
 def build_learnable_llava_ov(out_dir: str | Path, seed: int = 0) -> Path:
-    """The tiny LLaVA-OV that vtc trains in the demo and the learning tests (see the module docstring)."""
+    """The tiny LLaVA-OV that vtc trains in the demo and the learning tests (see the module docstring).
+
+    Its tokenizer also learns the synthetic set's prompts, so a question takes about half the tokens
+    it takes with the stock tiny tokenizer: every training step and answer is that much cheaper."""
+    from vtc.eval.tasks import LETTER_POST
+    from vtc.eval.tasks.mcq import mcq_doc_to_text
+    from vtc.video.synthetic import QUESTIONS
+
+    post = {"post_prompt": LETTER_POST}
+    prompts = tuple(mcq_doc_to_text({"question": q, "options": o}, post) for q, o in QUESTIONS.values())
     return build_tiny_llava_ov(
-        out_dir, seed=seed, text=LEARNABLE_TEXT, vision=tiny_vision_config(image_size=LEARNABLE_IMAGE)
-    )
+        out_dir, seed=seed, text=LEARNABLE_TEXT, vision=tiny_vision_config(image_size=LEARNABLE_IMAGE),
+        tokenizer={"corpus_extra": prompts, "vocab_size": LEARNABLE_VOCAB},
+    )  # fmt: skip

@@ -16,11 +16,12 @@ generating again: an interrupted evaluation resumes where it stopped and scores 
 
 from __future__ import annotations
 
+import contextlib
+import types
 from pathlib import Path
 
 from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
-from tqdm import tqdm
 
 from vtc.cache.jsonl import append_jsonl, missing_fields, read_jsonl
 from vtc.eval.llava import LlavaRunner, TokenSource, check_compatible
@@ -95,6 +96,9 @@ class VtcLlavaOneVision(lmms):
         self.online = get_online(online, **params) if online else None
         self.journal = AnswerJournal(answers) if answers else None
         self.sample_log: list[dict] = []
+        # progress(n) -> a context manager yielding .advance(n_items, n_units); `vtc eval` puts its own
+        # bar here, lmms-eval's CLI gets a tqdm bar
+        self.progress = _tqdm_progress
         self.resumed = 0
 
     def _key(self, task: str, doc_id, context: str, gen_kwargs: dict) -> str:
@@ -120,7 +124,11 @@ class VtcLlavaOneVision(lmms):
             stub = {"key": key, "task": task, "doc_id": doc_id, "video": vid}
             todo.append((i, stub, vid, context, max_new))
 
-        bar = tqdm(total=len(todo), desc="vtc generate", disable=len(todo) < 2)
+        with self.progress(len(todo)) as bar:
+            self._generate(todo, answers, bar)
+        return [a if a is not None else "" for a in answers]
+
+    def _generate(self, todo: list, answers: list, bar) -> None:
         for start in range(0, len(todo), self._batch):
             chunk = todo[start : start + self._batch]
             loaded = [self.source.load(vid) for _, _, vid, _, _ in chunk]
@@ -155,12 +163,21 @@ class VtcLlavaOneVision(lmms):
                     self.journal.append(rec)
                 self.sample_log.append(rec)
                 answers[i] = g.text
-                bar.update(1)
-        bar.close()
-        return [a if a is not None else "" for a in answers]
+                bar.advance(1, 1)
 
     def loglikelihood(self, requests):
         raise NotImplementedError("vtc's LLaVA-OneVision plugin answers generate_until tasks only")
 
     def generate_until_multi_round(self, requests):
         raise NotImplementedError("vtc's LLaVA-OneVision plugin answers single-round questions only")
+
+
+@contextlib.contextmanager
+def _tqdm_progress(total: int):
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc="vtc generate", disable=total < 2)
+    try:
+        yield types.SimpleNamespace(advance=lambda n_items=1, n_units=0: bar.update(n_items))
+    finally:
+        bar.close()

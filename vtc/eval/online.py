@@ -176,7 +176,9 @@ class DynamicSelection:
 # The methods
 
 
-@register_online("dycoke-kv", paper="DyCoke (seed 003, §3.2 KV cache dynamic pruning)", phase="decode")
+@register_online(
+    "dycoke-kv", paper="DyCoke (arXiv 2411.15024), §3.2 KV cache dynamic pruning", phase="decode"
+)
 @dataclasses.dataclass(frozen=True)
 class DyCokeKV:
     """DyCoke stage 2: at each decode step keep the top (1-p) visual tokens in the KV cache of layers >= l.

@@ -1,4 +1,4 @@
-"""`dycoke`: DyCoke (seed 003, §3.2 "Visual Token Temporal Merging", TTM), the pre-LLM stage only."""
+"""`dycoke`: DyCoke (arXiv 2411.15024, §3.2 "Visual Token Temporal Merging", TTM), the pre-LLM stage only."""
 
 from __future__ import annotations
 
@@ -39,8 +39,16 @@ def least_similar(feats: Tensor, norm: Tensor, ref: slice, tgt: slice, keep: int
 
 @register(
     "dycoke",
-    paper="DyCoke (seed 003, §3.2 TTM, eq. 3-4) — stage 1 only; the KV-cache stage is an online method",
-    budget=False,
+    paper="DyCoke: Dynamic Compression of Tokens for Fast Video Large Language Models (arXiv 2411.15024)",
+    section="§3.2 TTM, Eq. 3-4; stage 1 only (the KV-cache stage is the online method dycoke-kv)",
+    summary="prune tokens repeating earlier frames",
+    params={
+        "k": "fraction of a pruned frame's tokens dropped (the paper's K)",
+        "window": "frames per window; the window's first frame is kept whole",
+        "merge": "average each dropped token into its match (the paper's wording) instead of dropping",
+        "odd": "odd frame count: official (drop the last frame) or keep (keep it whole)",
+        "official_offset": "reproduce the official commit's shifted pass-1 indexing",
+    },
 )
 @dataclass(frozen=True)
 class DyCoke:
@@ -65,7 +73,7 @@ class DyCoke:
     - pass 1 normalises before F.cosine_similarity, pass 2 does not: both are the same cosine.
     - kept tokens come out in topk order; here every frame's tokens are in raster order.
     - the stored official commit indexes pass 1's similarities with `(i - 2) // 2`, i.e. frame i+1 keeps
-      the positions chosen by pair (i-2, i-1) (frame 1 by the last pair); PAPERS.md describes `i // 2`,
+      the positions chosen by pair (i-2, i-1) (frame 1 by the last pair); the paper's reading is `i // 2`,
       which is the default here; official_offset=True reproduces the shifted indexing.
     """
 

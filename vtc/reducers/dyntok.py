@@ -1,4 +1,4 @@
-"""`dyntok`: DynTok (seed 001, §3.2 "Token level compression"), row-wise merging of similar neighbours."""
+"""`dyntok`: DynTok (arXiv 2506.03990, §3.2 "Token level compression"), row-wise merging of similar neighbours."""
 
 from __future__ import annotations
 
@@ -21,7 +21,18 @@ from vtc.reducers.batch import concat_frames
 from vtc.reducers.registry import register
 
 
-@register("dyntok", paper="DynTok (seed 001, §3.2)")
+@register(
+    "dyntok",
+    paper="DynTok: Dynamic Compression of Visual Tokens for Efficient and Effective Video Understanding "
+    "(arXiv 2506.03990)",
+    section="§3.2",
+    summary="merge similar neighbours along rows",
+    adaptive=True,
+    params={
+        "threshold": "cosine similarity above which a token joins its left neighbour's group",
+        "marker": "append a grid marker after each row",
+    },
+)
 @dataclass(frozen=True)
 class DynTok:
     """Merge runs of similar adjacent tokens within each row of each frame; one grid marker per row.

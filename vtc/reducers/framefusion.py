@@ -1,4 +1,4 @@
-"""`framefusion`: FrameFusion's merging stage (baseline, PAPERS.md) — same-position tokens across frames."""
+"""`framefusion`: FrameFusion's merging stage (arXiv 2501.01986) — same-position tokens across frames."""
 
 from __future__ import annotations
 
@@ -20,8 +20,13 @@ from vtc.reducers.registry import register
 
 @register(
     "framefusion",
-    paper="baseline: FrameFusion, merging stage only (the attention pruning needs the LLM)",
+    paper="FrameFusion: Combining Similarity and Importance for Video Token Reduction on Large Vision "
+    "Language Models (arXiv 2501.01986)",
+    section="merging stage only (its attention pruning runs inside the LLM)",
+    summary="merge into the previous frame's token",
+    adaptive=True,
     budget=True,
+    params={"threshold": "cosine similarity above which a token joins the previous frame's token"},
 )
 @dataclass(frozen=True)
 class FrameFusion:

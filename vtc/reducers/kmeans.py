@@ -1,6 +1,6 @@
 """Seeded cosine k-means++ with fixed or adaptive K, shared by `vqtoken` and `tokendynamics`.
 
-VQToken (seed 002, §3.2.1, Eq. 3) and Token Dynamics (seed 000) cluster every token of a video by cosine
+VQToken (arXiv 2503.16980, §3.2.1, Eq. 3) and Token Dynamics (its v1-v3) cluster every token of a video by cosine
 similarity. As in the official code (`VQToken/vq_token.py`, `cluster.py`), tokens are L2-normalised first
 and k-means runs on the unit vectors: assignment by cosine to each centroid's direction, a centroid is the
 plain mean of its members' unit vectors (not re-normalised), inertia = sum ||x_i - c(x_i)||^2 on unit x.
@@ -217,6 +217,18 @@ def adaptive_kmeans(
 
 # --------------------------------------------------------------------------------------------------
 # the reducer pieces vqtoken and tokendynamics share
+
+
+# what `vtc compress --list` says of ClusterReducer's own fields
+CLUSTER_PARAMS = {
+    "k": "number of clusters K (fixed); none: adaptive K by `adaptive`",
+    "adaptive": "how K is chosen when k and budget are none: elbow (official rule) or drop",
+    "k_min": "smallest K the adaptive sweep tries",
+    "k_max": "largest K the adaptive sweep tries",
+    "max_iter": "Lloyd iterations at most",
+    "tol": "stop when the centroids move less (Frobenius)",
+    "min_drop": "drop rule: stop when inertia falls by less than this fraction",
+}
 
 
 @dataclass(frozen=True)

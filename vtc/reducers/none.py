@@ -12,7 +12,12 @@ from vtc.reducers.batch import concat_frames
 from vtc.reducers.registry import register
 
 
-@register("none", paper="LLaVA-OneVision video path (stock)")
+@register(
+    "none",
+    paper="LLaVA-OneVision: Easy Visual Task Transfer (arXiv 2408.03326)",
+    section="the stock video path",
+    summary="stock LLaVA-OV tokens (2x2 pooled)",
+)
 @dataclass(frozen=True)
 class NoReduction:
     """Identity on the pooled base: T*ceil(H/2)*ceil(W/2) visual tokens + one newline.

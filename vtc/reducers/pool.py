@@ -24,7 +24,12 @@ from vtc.reducers.registry import register
 MODES = ("avg", "bilinear")
 
 
-@register("pool", paper="baseline: LLaVA-OV bilinear pooling / average pooling")
+@register(
+    "pool",
+    paper="baseline: LLaVA-OneVision's pooling (arXiv 2408.03326) at larger strides",
+    summary="pool each frame with a larger stride",
+    params={"stride": "pooling stride on the native grid (2 = LLaVA-OV's own)", "mode": "bilinear or avg"},
+)
 @dataclass(frozen=True)
 class Pool:
     """Pool each frame H x W -> ceil(H/stride) x ceil(W/stride) on the native base.

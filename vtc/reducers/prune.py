@@ -58,7 +58,9 @@ def pruned_batch(xs: list[Tensor], grid: tuple[int, int], base: str, keep_fn) ->
     )
 
 
-@register("uniform", paper="baseline: uniform pruning", budget=True)
+@register(
+    "uniform", paper="baseline: uniform pruning", summary="keep tokens on a regular lattice", budget=True
+)
 @dataclass(frozen=True)
 class Uniform:
     """Keep M tokens on a regular lattice over the whole video: base indices round(linspace(0, T*N-1, M))
@@ -86,7 +88,7 @@ class Uniform:
         )
 
 
-@register("random", paper="baseline: random pruning", budget=True)
+@register("random", paper="baseline: random pruning", summary="keep a random subset of tokens", budget=True)
 @dataclass(frozen=True)
 class RandomPrune:
     """Keep a random subset of exactly M tokens, in raster order: the first M of

@@ -21,17 +21,31 @@ class ReducerError(VtcError, ValueError):
     """A bad method name or parameter: a ValueError for callers, a one-line VtcError for the CLI."""
 
 
+# Parameters several methods share, explained once; a method's own ones come with its @register.
+COMMON_PARAMS = {
+    "grid": "token grid the method works on: pooled (LLaVA-OV's 2x2-pooled 14x14) or native (27x27)",
+    "budget": "exactly this many visual tokens per video (fixed-length mode); none: the method's own rule",
+    "ratio": "fraction of each video's base tokens kept (when budget is none)",
+    "seed": "random seed of the method's own draws; the same seed gives the same tokens",
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class MethodInfo:
     """What `vtc compress --list` shows beside a method's docstring and parameters."""
 
-    paper: str = ""  # e.g. "DynTok (seed 001, §3.2)"
+    paper: str = ""  # the paper's title and arXiv id ("baseline: ..." for a baseline without one)
+    section: str = ""  # where in the paper: "§3.2, Eq. 3-4"
+    summary: str = ""  # one line, at most 38 characters: the compact --list
+    adaptive: bool = False  # the token count follows the content (else a fixed count per frame count)
     training: bool = False  # the method's full form needs a trained adapter
     licence: str | None = None  # a note where the original code is non-commercial
     budget: bool = False  # has a `budget` parameter: exactly that many visual tokens (fixed-length mode)
-    needs: tuple[
-        str, ...
-    ] = ()  # per-video arrays beside the features it takes as keywords, e.g. ("attention",)
+    needs: tuple[str, ...] = ()  # per-video arrays beside the features, as keywords, e.g. ("attention",)
+    params: dict = dataclasses.field(default_factory=dict)  # parameter -> meaning (beside COMMON_PARAMS)
+
+    def meaning(self, param: str) -> str:
+        return self.params.get(param) or COMMON_PARAMS.get(param, "")
 
 
 def register(name: str, **info):
@@ -50,6 +64,20 @@ def register(name: str, **info):
         return cls
 
     return deco
+
+
+def method_label(config: dict, defaults: dict | None = None) -> str:
+    """'pool stride=4': a method config's name and the parameters that differ from their defaults (the
+    registered reducer's unless ``defaults`` is given; a method unknown here shows every parameter)."""
+    name = str(config.get("method"))
+    if defaults is None and name in _REGISTRY:
+        defaults = {f.name: f.default for f in dataclasses.fields(_REGISTRY[name])}
+    shown = [
+        f"{k}={v}"
+        for k, v in config.items()
+        if k not in ("method", "seed") and (defaults is None or k not in defaults or defaults[k] != v)
+    ]
+    return " ".join([name, *shown])
 
 
 def list_reducers() -> dict[str, type]:

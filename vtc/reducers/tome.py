@@ -155,7 +155,9 @@ def check_params(budget: int | None, ratio: float, grid: str) -> None:
 
 @register(
     "tome",
-    paper="ToMe (Bolya et al., ICLR 2023), bipartite soft matching",
+    paper="Token Merging: Your ViT But Faster (ToMe, arXiv 2210.09461)",
+    section="§3.1 bipartite soft matching",
+    summary="bipartite soft matching per frame",
     licence="official code CC-BY-NC; this is a clean re-implementation from the paper",
     budget=True,
 )

@@ -21,7 +21,14 @@ from vtc.reducers.tome import (
 )
 
 
-@register("vidtome", paper="VidToMe (Li et al., CVPR 2024), ToMe across frames", budget=True)
+@register(
+    "vidtome",
+    paper="VidToMe: Video Token Merging for Zero-Shot Video Editing (arXiv 2312.10656)",
+    section="ToMe across the frames of a window",
+    summary="merge each window into its key frame",
+    budget=True,
+    params={"window": "frames per window; the first is the key frame the others merge into"},
+)
 @dataclass(frozen=True)
 class VidToMe:
     """Merge the tokens of each window of `window` frames into the window's first (key) frame.

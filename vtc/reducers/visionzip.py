@@ -21,7 +21,10 @@ def split_budget(total: int, parts: int) -> Tensor:
 
 @register(
     "visionzip",
-    paper="VisionZip (Yang et al., CVPR 2025), dominant + contextual tokens",
+    paper="VisionZip: Longer is Better but Not Necessary in Vision Language Models (arXiv 2412.04467)",
+    section="§3, dominant + contextual tokens",
+    summary="keep most-attended, merge the rest",
+    params={"dominant": "most-attended tokens kept per frame", "contextual": "contextual tokens per frame"},
     budget=True,
     needs=("attention",),
 )

@@ -1,4 +1,4 @@
-"""`vqtoken`: VQToken (seed 002, §3.2), a video as K cluster centroids of all its tokens."""
+"""`vqtoken`: VQToken (arXiv 2503.16980, §3.2), a video as K cluster centroids of all its tokens."""
 
 from __future__ import annotations
 
@@ -7,11 +7,21 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from vtc.reducers.base import Reduction
-from vtc.reducers.kmeans import ClusterReducer
+from vtc.reducers.kmeans import CLUSTER_PARAMS, ClusterReducer
 from vtc.reducers.registry import register
 
 
-@register("vqtoken", paper="VQToken (seed 002, §3.1, Eq. 4–5)", training=True, budget=True)
+@register(
+    "vqtoken",
+    paper="VQToken: Neural Discrete Token Representation Learning for Extreme Token Reduction in "
+    "Video Large Language Models (arXiv 2503.16980 v4+)",
+    section="§3.1-3.2, Eq. 3-5",
+    summary="cluster all tokens into K centroids",
+    adaptive=True,
+    training=True,
+    budget=True,
+    params=CLUSTER_PARAMS,
+)
 @dataclass(frozen=True)
 class VQToken(ClusterReducer):
     """Cluster all T*H*W tokens (cosine k-means++, Eq. 3) into K; the K centroids + one newline.

@@ -2,8 +2,9 @@
 
 synthetic video-QA (vtc.video.synthetic: colour; frequency, order, count and direction need several
 frames) → extract → compress with several methods → train the tiny LLaVA-OV's projector and LLM on
-cached stock tokens, and on vqtoken's codebook the same with VQ-Attention → eval the held-out questions
-on each reduction, with the trained adapters.
+cached stock tokens, then VQ-Attention alone on top of that on vqtoken's codebook → eval the held-out
+questions on each reduction, with the trained adapters → report (table, Pareto plots, HTML) and one
+picture of the reductions' plans.
 The accuracies are a real model's on a real (if small) task: what each reduction costs, per question type.
 """
 
@@ -26,8 +27,8 @@ DEMO_METHODS = [
     ("uniform", {"ratio": "0.25"}, "run"),
 ]
 # the projector and LLM on stock tokens (trained once, every reduction applied at inference: what a
-# reduction costs a model that was not trained for it); and, on vqtoken's codebook, the projector, the
-# LLM and VQ-Attention (Eq. 6-7) together
+# reduction costs a model that was not trained for it); then VQ-Attention (Eq. 6-7) alone on top of that
+# frozen run, on vqtoken's codebook: what the trained module gives back
 TRAIN = {"batch_size": 8, "lr": 3e-3, "warmup": 0.05}
 STEPS = {"run": 1000, "run-vq": 300}
 QUICK = {"n_train": 64, "n_test": 32, "steps": {"run": 200}, "methods": (0, 1, 6)}
@@ -53,28 +54,54 @@ def synth_video(
     return write_video(path, frames, fps, qscale=None)
 
 
+def _compress_all(feats: Path, jobs: dict[str, tuple]) -> dict[str, Path]:
+    """label -> token store, for jobs label -> (method, params, out): two processes at a time, since a
+    store's writes are single-threaded zarr work (measured: about half of a small store's time)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        done = {lb: pool.submit(_compress_one, feats, *job) for lb, job in jobs.items()}
+        return {lb: Path(f.result()) for lb, f in done.items()}
+
+
+def _compress_one(feats: Path, method: str, params: dict, out: Path) -> str:
+    from vtc.stages.compress import compress
+
+    return str(compress(feats, method, params, out=out, quiet=True).out)
+
+
 def demo(
     workdir: str | Path = "vtc-demo",
     quick: bool = False,
     untrained: bool = True,
     quiet: bool = False,
     console=None,
+    verbose: bool = False,
 ) -> list[dict]:
     """Run the demo; returns one results dict per evaluated method (``"adapter"`` None for the untrained
-    reference row). Re-running reuses what is there (videos, features, the trained run, answers)."""
+    reference row). Re-running reuses what is there (videos, features, the trained run, answers).
+    The libraries' own progress bars and log lines are held back unless ``verbose``."""
+    from vtc.stages.progress import third_party_quiet
+
+    with third_party_quiet(verbose, console):
+        return _demo(Path(workdir), quick, untrained, quiet, console)
+
+
+def _demo(wd: Path, quick: bool, untrained: bool, quiet: bool, console) -> list[dict]:
     from vtc.encoders.tiny import build_learnable_llava_ov
-    from vtc.stages.compress import compress
     from vtc.stages.evaluate import evaluate
     from vtc.stages.extract import extract
+    from vtc.stages.report import report
     from vtc.stages.train import TrainOptions, train
+    from vtc.stages.viz import viz
     from vtc.video.synthetic import make_synthetic_qa
 
     say = (lambda *a: None) if quiet or console is None else console.print
     t0 = time.perf_counter()
-    wd = Path(workdir)
     methods = [DEMO_METHODS[i] for i in QUICK["methods"]] if quick else DEMO_METHODS
     steps = QUICK["steps"] if quick else STEPS
-    say(f"[bold]1/5[/] synthetic video-QA and a tiny LLaVA-OV (random weights) in {wd}")
+    say(f"[bold]1/6[/] synthetic video-QA and a tiny LLaVA-OV (random weights) in {wd}")
     model = wd / "models" / "tiny-llava-ov"
     if not (model / "config.json").exists():
         build_learnable_llava_ov(model)
@@ -83,7 +110,7 @@ def demo(
     )
     paths = make_synthetic_qa(wd / "synthetic", **sizes)
 
-    say("[bold]2/5[/] vtc extract --frames 8 (the tiny model's tower): a training and a held-out store")
+    say("[bold]2/6[/] vtc extract --frames 8 (the tiny model's tower): a training and a held-out store")
     feats = {}
     for split in ("train", "test"):
         videos = [str(v) for v in sorted(paths["videos"].glob(f"syn_{split}_*.mp4"))]
@@ -92,17 +119,15 @@ def demo(
         if s.failed:
             raise RuntimeError(f"demo extract failed: {s.failed}")
 
-    # the held-out videos are compressed with every method; the training ones only where a run needs them
+    # the held-out videos are compressed with every method (stock tokens: the feature store itself)
     labels = [method + "".join(f"-{v}" for v in params.values()) for method, params, _ in methods]
-    stores = {}
-    for label, (method, params, _) in zip(labels, methods, strict=True):
-        if method == "none":  # stock tokens: the feature store itself
-            stores[label] = feats["test"]
-        elif label not in stores:
-            stores[label] = compress(
-                feats["test"], method, params, out=wd / f"tokens-{label}.zarr", quiet=True
-            ).out
-    say("[bold]3/5[/] vtc train --adapter projector,full --tokens feats-train.zarr (stock tokens)")
+    jobs = {lb: (m, p) for lb, (m, p, _) in zip(labels, methods, strict=True) if m != "none"}
+    say(f"[bold]2/6[/] vtc compress feats-test.zarr --method {','.join(m for m, _ in jobs.values())}")
+    stores = {lb: feats["test"] for lb in labels}
+    stores.update(
+        _compress_all(feats["test"], {lb: (m, p, wd / f"tokens-{lb}.zarr") for lb, (m, p) in jobs.items()})
+    )
+    say("[bold]3/6[/] vtc train --adapter projector,full --tokens feats-train.zarr (stock tokens)")
     runs = {"run": wd / f"run-{steps['run']}"}
     train(
         TrainOptions(data=str(paths["train"]), model=str(model), adapters="projector,full", out=str(runs["run"]),
@@ -111,30 +136,46 @@ def demo(
         quiet=quiet, console=console,
     )  # fmt: skip
     if any(r == "run-vq" for *_, r in methods):
-        say("[bold]3/5[/] vtc train --adapter projector,full,vq-attn --tokens train-vqtoken-32.zarr")
+        say("[bold]3/6[/] vtc train --adapter vq-attn --init run --features feats-train.zarr --method vqtoken "
+            "--set k=32")  # fmt: skip
         runs["run-vq"] = wd / f"run-vq-{steps['run-vq']}"
-        vq_train = compress(
-            feats["train"], "vqtoken", {"k": "32"}, out=wd / "train-vqtoken-32.zarr", quiet=True
-        ).out
-        train(
-            TrainOptions(data=str(paths["train"]), model=str(model), adapters="projector,full,vq-attn",
-                         out=str(runs["run-vq"]), tokens=str(vq_train), steps=steps["run-vq"], **TRAIN),
+        train(  # VQ-Attention alone on top of the frozen run; vqtoken on the fly (once per video: cached)
+            TrainOptions(data=str(paths["train"]), model=str(model), adapters="vq-attn", init=str(runs["run"]),
+                         out=str(runs["run-vq"]), features=str(feats["train"]), method="vqtoken",
+                         params={"k": ["32"]}, steps=steps["run-vq"], **TRAIN),
             quiet=quiet, console=console,
         )  # fmt: skip
     results = []
     test = paths["test"].parent
     if untrained:
-        say("[bold]4/5[/] vtc eval mcq on stock tokens, without the adapter (the untrained reference)")
+        say("[bold]4/6[/] vtc eval mcq on stock tokens, without the adapter (the untrained reference)")
         results.append(
             evaluate(
-                "mcq", feats["test"], str(model), data=test, out=wd / "eval-untrained", quiet=True, **EVAL
-            )
+                "mcq",
+                feats["test"],
+                str(model),
+                data=test,
+                out=wd / "eval-untrained",
+                quiet=quiet,
+                console=console,
+                **EVAL,
+            )  # fmt: skip
         )
     for label, (_, _, run) in zip(labels, methods, strict=True):
-        say(f"[bold]5/5[/] vtc eval mcq --tokens {Path(stores[label]).name} --adapter {runs[run].name}")
+        say(f"[bold]5/6[/] vtc eval mcq --tokens {Path(stores[label]).name} --adapter {runs[run].name}")
         results.append(
             evaluate("mcq", stores[label], str(model), data=test, out=wd / f"eval-{label}-{runs[run].name}",
-                     adapter=runs[run], quiet=True, **EVAL)
+                     adapter=runs[run], quiet=quiet, console=console, **EVAL)
         )  # fmt: skip
+    say(
+        "[bold]6/6[/] vtc report (table, Pareto plots, HTML) and vtc viz (each reduction's plan on one video)"
+    )
+    rep = report([wd], wd / "report")
+    first = sorted(paths["videos"].glob("syn_test_*.mp4"))[0].stem
+    shown = [stores[lb] for lb, (m, _, _) in zip(labels, methods, strict=True) if m != "none"]
+    picture = viz(first, list(dict.fromkeys(shown)), wd / "viz.png")
+    if not picture.source_found:
+        say(f"[yellow]warning[/] {first}'s video is gone: the plans are drawn on grey")
     say(f"demo finished in {time.perf_counter() - t0:.1f} s; artifacts in {wd}")
+    say(f"report: {wd / 'report' / 'report.html'} ({len(rep.rows)} evaluations)  ·  picture: {picture.out}")
     return results

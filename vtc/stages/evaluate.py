@@ -16,6 +16,7 @@ resumes from it (``fresh=True`` starts over), and a journal from a different run
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 import sys
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from vtc.cache.jsonl import exclusive, read_json, removed_on_error
 from vtc.errors import VtcError
+from vtc.stages.progress import progress_bar, third_party_quiet
 from vtc.versions import library_versions
 
 # Tasks whose per-sample result carries a duration (short/medium/long) to break accuracy down by.
@@ -83,6 +85,7 @@ def adapter_identity(adapter) -> dict | None:
         "run": str(Path(adapter).resolve()),
         "weights": [w.stat().st_size, int(w.stat().st_mtime)] if w.exists() else None,
         "adapters": (meta or {}).get("adapters"),
+        "init": adapter_identity(((meta or {}).get("init") or {}).get("run")),
     }
 
 
@@ -143,6 +146,8 @@ def evaluate(
     dtype: str = "fp32",
     seed: int = 0,
     quiet: bool = False,
+    console=None,
+    verbose: bool = False,
     online: str | None = None,
     online_params: dict | None = None,
     batch_size: int = 1,
@@ -151,7 +156,9 @@ def evaluate(
     max_new_tokens: int = 16,
     adapter: str | Path | None = None,
 ) -> dict:
-    """Run ``task`` (an lmms-eval task name, or a local copy given by ``data``) and return the results dict."""
+    """Run ``task`` (an lmms-eval task name, or a local copy given by ``data``) and return the results dict.
+    vtc's progress bar goes to ``console`` (none when ``quiet``); lmms-eval's and datasets' bars and log
+    lines are held back unless ``verbose`` (their warnings are shown once each)."""
     import logging
 
     from vtc.eval.online import get_online, online_config
@@ -164,6 +171,7 @@ def evaluate(
     with (
         removed_on_error(out, made, keep="answers.jsonl"),
         exclusive(out / ".lock", f"evaluation output {out}"),
+        third_party_quiet(verbose, console),
     ):
         include_paths = [str(include)] if include else []
         task_name = task
@@ -189,7 +197,8 @@ def evaluate(
         from loguru import logger
 
         logger.remove()
-        logger.add(sys.stderr, level="ERROR")
+        # looked up at each line, so third_party_quiet can hold the lines back
+        logger.add(lambda m: sys.stderr.write(m), level="INFO" if verbose else "WARNING")
         # A local copy needs only its own YAML: indexing lmms-eval's ~3,000 task files takes ~20 s.
         tm = TaskManager(verbosity="ERROR", include_path=include_paths or None, include_defaults=data is None)
         if task_name not in tm.all_tasks:
@@ -228,6 +237,9 @@ def evaluate(
             answers=str(out / "answers.jsonl"),
             source=source,
             adapter=str(adapter) if adapter else None,
+        )
+        lm.progress = functools.partial(
+            progress_bar, f"eval {task}", unit="samples", quiet=quiet or console is None, console=console
         )
         try:
             res = simple_evaluate(

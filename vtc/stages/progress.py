@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import io
+import re
+import sys
 import time
 
 
@@ -61,3 +64,42 @@ def progress_bar(description: str, total: int, unit: str, quiet: bool = False, c
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task(description, total=total, rate=0.0)
         yield _Bar(progress, task)
+
+
+# Lines from held-back third-party output worth a user's attention; deprecation notices are for the
+# authors of the code that calls the library, not for vtc's users.
+_WARNING = re.compile(r"\bwarn(ing)?\b", re.IGNORECASE)
+_NOISE = re.compile(r"deprecat|FutureWarning", re.IGNORECASE)
+
+
+@contextlib.contextmanager
+def third_party_quiet(verbose: bool = False, console=None):
+    """Hold back what libraries print on stderr inside the block (lmms-eval's and datasets' tqdm bars,
+    loguru lines, transformers notices) unless ``verbose``; afterwards each warning among them is shown
+    once, in one line. ``console`` (vtc's rich console) keeps writing to the real terminal."""
+    if verbose:
+        yield
+        return
+    import logging
+
+    real, held = sys.stderr, io.StringIO()
+    bound = console is not None and console.file is real  # a stderr console (--json) must stay visible
+    if bound:
+        unbound, console.file = console._file, real
+    levels = {n: logging.getLogger(n).level for n in ("transformers", "datasets", "lmms-eval", "evaluate")}
+    for name in levels:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        with contextlib.redirect_stderr(held):
+            yield
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+        if bound:
+            console.file = unbound
+        seen = set()
+        for line in re.split(r"[\r\n]+", held.getvalue()):
+            line = line.strip()
+            if _WARNING.search(line) and not _NOISE.search(line) and line not in seen:
+                seen.add(line)
+                print(f"warning (third party): {line[:240]}", file=real, flush=True)

@@ -48,6 +48,7 @@ class TrainOptions:
     adapters: str
     out: str
     adapter_options: dict[str, dict] = field(default_factory=dict)  # e.g. {"lora": {"r": "16"}}
+    init: str | None = None  # a finished run loaded (and frozen) under this run's adapters
     tokens: str | None = None  # a token store (fixed reduction), or a feature store (evaluated as none)
     features: str | None = None  # a feature store, with `method` applied to each sample on the fly
     method: str | None = None
@@ -100,7 +101,8 @@ class _Cache:
         if key in self.items:
             return self.items[key]
         value = make()
-        size = int(value[0].numel() * value[0].element_size())
+        first = value[0].tokens if hasattr(value[0], "tokens") else value[0]  # a Reduction: its tokens
+        size = int(first.numel() * first.element_size())
         if self.bytes + size <= self.limit:
             self.items[key] = value
             self.bytes += size
@@ -181,6 +183,12 @@ class Trainer:
 
         check_compatible(self.runner.model, self.source.grid, self.source.dim)
         model = self.runner.model
+        self.init = None
+        if opt.init:  # a finished run underneath: its weights load first and stay frozen
+            from vtc.adapters import load_adapter
+
+            meta = load_adapter(model, opt.init, self.source.features.meta.get("identity_hash"))
+            self.init = {"run": str(Path(opt.init).resolve()), "identity_hash": meta.get("identity_hash")}
         for p in model.parameters():
             p.requires_grad_(False)
         token_modules = [a for a in self.adapters if isinstance(a, TokenAdapter)]
@@ -263,8 +271,11 @@ class Trainer:
         if self.reducers is None:
             return self.cache.get(vid, lambda: self.source.load(vid))
         x, _ = self.cache.get(("x", vid), lambda: (self.source.features_of(vid), None))
-        reducer, _ = self.reducer_for(micro)
-        return x, reducer(x, self.source.grid)
+        reducer, drawn = self.reducer_for(micro)
+        # reducers are deterministic (seeded): one reduction per video and drawn value, reused every epoch
+        key = ("r", vid, tuple(sorted(drawn.items())))
+        red, _ = self.cache.get(key, lambda: (reducer(x, self.source.grid), None))
+        return x, red
 
     # ------------------------------------------------------------------ one step
     def micro_loss(self, micro: int):
@@ -395,6 +406,7 @@ def run_identity(opt: TrainOptions, trainer: Trainer) -> dict:
         "adapters": [a.name for a in trainer.adapters],
         "adapter_options": {a.name: a.options for a in trainer.adapters if a.options},
         "trainable": trainer.trainable,
+        "init": trainer.init,
     }
 
 

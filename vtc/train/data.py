@@ -24,7 +24,6 @@ from pathlib import Path
 from vtc.errors import VtcError
 
 _TAG = re.compile(r"^\s*<(image|video)>\s*\n?|\n?\s*<(image|video)>\s*$")
-MCQ_POST = "\nAnswer with the option's letter from the given choices directly."
 
 
 @dataclass(frozen=True)
@@ -104,6 +103,7 @@ def _sample(rec, where: str) -> Sample:
     if "conversations" in rec:
         return _conversation(rec, where)
     if {"question", "options", "answer"} <= set(rec):
+        from vtc.eval.tasks import LETTER_POST
         from vtc.eval.tasks.mcq import mcq_doc_to_text
 
         if not rec.get("video"):
@@ -111,7 +111,7 @@ def _sample(rec, where: str) -> Sample:
         options = rec["options"]
         if not isinstance(options, list) or not 2 <= len(options) <= 26:
             raise ValueError("'options' must be a list of 2 to 26 choices")
-        prompt = mcq_doc_to_text(rec, {"post_prompt": MCQ_POST})
+        prompt = mcq_doc_to_text(rec, {"post_prompt": LETTER_POST})
         answer = str(rec["answer"]).strip()
         return Sample(str(rec["video"]), ((prompt, answer),), (), rec.get("category"), where, len(options))
     raise ValueError("neither LLaVA-Video-178K ('conversations') nor mcq ('question', 'options', 'answer')")

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from vtc.errors import VtcError
 
-_LETTER_POST = "\nAnswer with the option's letter from the given choices directly."
+LETTER_POST = "\nAnswer with the option's letter from the given choices directly."
 
 # name -> how the local copy is run. Keys:
 #   lmms_eval: the lmms-eval task whose definition (prompt, scoring, metric) the local copy mirrors
@@ -57,7 +57,7 @@ LOCAL_TASKS: dict[str, dict] = {
         "metric": "videomme_perception_score",
         "scale": 1,
         "target": "answer",
-        "kwargs": {"pre_prompt": "", "post_prompt": _LETTER_POST},
+        "kwargs": {"pre_prompt": "", "post_prompt": LETTER_POST},
         "category": "domain",
         "required": _VIDEOMME_COLUMNS,
         "module": "videomme",
@@ -144,7 +144,7 @@ LOCAL_TASKS: dict[str, dict] = {
         "metric": "score",
         "scale": 100,
         "target": None,
-        "kwargs": {"pre_prompt": "", "post_prompt": _LETTER_POST},
+        "kwargs": {"pre_prompt": "", "post_prompt": LETTER_POST},
         "category": None,
         "required": ["video_idx", "question", "option", "answer"],
         "module": "egoschema",
@@ -154,7 +154,7 @@ LOCAL_TASKS: dict[str, dict] = {
         "metric": "mcq_accuracy",
         "scale": 1,
         "target": "answer",
-        "kwargs": {"pre_prompt": "", "post_prompt": _LETTER_POST},
+        "kwargs": {"pre_prompt": "", "post_prompt": LETTER_POST},
         "category": "category",
         "required": ["video", "question", "options", "answer"],
         "module": "mcq",
