@@ -131,9 +131,10 @@ def _print_summary(con, s) -> None:
 def _method_row(name: str, cls) -> dict:
     import dataclasses
 
+    from vtc.reducers.base import closed_sets
     from vtc.reducers.batch import natively_batched
 
-    info = cls.info
+    info, closed = cls.info, closed_sets(cls)
     return {
         "method": name,
         "summary": info.summary,
@@ -146,7 +147,9 @@ def _method_row(name: str, cls) -> dict:
         "licence": info.licence,
         "batched": natively_batched(cls),
         "parameters": {
-            f.name: {"default": f.default, "meaning": info.meaning(f.name)} for f in dataclasses.fields(cls)
+            f.name: {"default": f.default, "meaning": info.meaning(f.name)}
+            | ({"choices": list(closed[f.name])} if f.name in closed else {})
+            for f in dataclasses.fields(cls)
         },
         "notes": inspect.cleandoc(cls.__doc__ or ""),
     }
@@ -207,7 +210,8 @@ def _print_method(con, r: dict) -> None:
         grid.add_column(no_wrap=True)
         grid.add_column()
         for k, v in r["parameters"].items():
-            grid.add_row(escape(f"  {k}={v['default']}"), escape(v["meaning"]))
+            choices = f" (one of: {', '.join(v['choices'])})" if "choices" in v else ""
+            grid.add_row(escape(f"  {k}={v['default']}"), escape(v["meaning"] + choices))
         say(grid)
     say("[bold]how it works, and where it differs from the paper and the official code[/]")
     say(escape(_reflow(r["notes"])))

@@ -12,9 +12,12 @@ the stock way first and applies the plan to the result. Flattened index: ``t*Hb*
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
+import typing
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal
 
 import numpy as np
 import torch
@@ -22,7 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 KIND_VISUAL, KIND_MARKER, KIND_NEWLINE = 0, 1, 2
-BASES = ("native", "pooled")  # the grids a plan can index; also the `grid` parameter's values
+Grid = Literal["native", "pooled"]  # the grids a plan can index: a reducer's `grid` parameter
+BASES = typing.get_args(Grid)
 
 
 @dataclass
@@ -130,10 +134,57 @@ class Reduction:
         )
 
 
-class Reducer(Protocol):
-    """A registered frozen dataclass whose fields are the method's parameters."""
+@dataclass(frozen=True)
+class Reducer:
+    """Base of every registered reducer: a frozen dataclass whose fields are the method's parameters.
 
-    def __call__(self, x: Tensor, grid: tuple[int, int]) -> Reduction: ...  # x: [T, H*W, C]
+    A reducer defines ``batch`` (several videos in one call, which `reduce_batch` then uses) or
+    ``__call__`` (one video), and gets the other from here. A field typed ``Literal[...]`` is a closed
+    set: another value is refused at construction, naming the valid ones, and `vtc compress --list NAME`
+    shows them. A subclass with its own ``__post_init__`` calls this one first.
+    """
+
+    def __post_init__(self):
+        for name, choices in closed_sets(type(self)).items():
+            if getattr(self, name) not in choices:
+                raise ValueError(f"unknown {name} {getattr(self, name)!r}; valid: {', '.join(choices)}")
+
+    def __call__(self, x: Tensor, grid: tuple[int, int], **aux) -> Reduction:  # x: [T, H*W, C]
+        return self.batch([x], grid, [aux])[0]
+
+    def batch(
+        self, xs: list[Tensor], grid: tuple[int, int], auxs: list[dict] | None = None
+    ) -> list[Reduction]:
+        """One video at a time (a reducer that can do better defines its own)."""
+        auxs = auxs if auxs is not None else [{} for _ in xs]
+        return [self(x, grid, **a) for x, a in zip(xs, auxs, strict=True)]
+
+
+@dataclass(frozen=True)
+class Budgeted(Reducer):
+    """A reducer with a fixed-length mode: ``budget`` visual tokens per video, or else the fraction
+    ``ratio`` of the video's base tokens (a subclass redeclares ``ratio`` for its own default)."""
+
+    budget: int | None = None
+    ratio: float = 0.25
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.budget is not None and self.budget < 1:
+            raise ValueError(f"budget must be >= 1, got {self.budget}")
+        if not 0.0 < self.ratio <= 1.0:
+            raise ValueError(f"ratio must be in (0, 1], got {self.ratio}")
+
+
+@functools.cache
+def closed_sets(cls: type) -> dict[str, tuple]:
+    """field name -> its allowed values, for the fields of ``cls`` typed ``Literal[...]``."""
+    hints = typing.get_type_hints(cls)
+    return {
+        f.name: typing.get_args(hints[f.name])
+        for f in dataclasses.fields(cls)
+        if typing.get_origin(hints[f.name]) is Literal
+    }
 
 
 def check_input(x: Tensor, grid: tuple[int, int]) -> tuple[int, int, int]:
@@ -146,12 +197,6 @@ def check_input(x: Tensor, grid: tuple[int, int]) -> tuple[int, int, int]:
     if not x.is_floating_point():
         raise ValueError(f"x must be a float tensor, got {x.dtype}")
     return int(x.shape[0]), H, W
-
-
-def check_grid(grid: str) -> None:
-    """Validate a reducer's `grid` parameter ("native" 27x27 or LLaVA-OV's "pooled" 14x14)."""
-    if grid not in BASES:
-        raise ValueError(f"unknown grid {grid!r}; valid: {', '.join(BASES)}")
 
 
 def base_features(x: Tensor, grid: tuple[int, int], base: str) -> tuple[Tensor, tuple[int, int]]:

@@ -22,14 +22,14 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from vtc.reducers.base import Reduction, check_input
+from vtc.reducers.base import Reducer, Reduction, check_input
 from vtc.reducers.registry import ReducerError
 
 
 def natively_batched(reducer) -> bool:
     """Whether a reducer (instance or class) has its own `batch` method rather than the loop fallback."""
     cls = reducer if isinstance(reducer, type) else type(reducer)
-    return callable(getattr(cls, "batch", None))
+    return callable(getattr(cls, "batch", None)) and cls.batch is not Reducer.batch
 
 
 def check_batch(xs: Sequence[Tensor], grid: tuple[int, int], auxs: Sequence[dict] | None) -> list[dict]:

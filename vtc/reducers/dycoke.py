@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from vtc.reducers.base import (
     KIND_NEWLINE,
+    Grid,
+    Reducer,
     Reduction,
     base_features,
-    check_grid,
     check_input,
     grid_pos,
     newline_row,
@@ -20,20 +23,24 @@ from vtc.reducers.base import (
 from vtc.reducers.batch import concat_frames, groups_by
 from vtc.reducers.registry import register
 
-ODD = ("official", "keep")
 
-
-def least_similar(feats: Tensor, norm: Tensor, ref: slice, tgt: slice, keep: int) -> Tensor:
+def least_similar(feats: Tensor, ref: slice, tgt: slice, keep: int, normalise: bool) -> Tensor:
     """Mask [B, P, N] of the `keep` tokens of each frame feats[:, tgt][b, p] least similar to
     feats[:, ref][b, p].
 
-    feats: [B, T, N, C] float32 (B videos of T frames), norm: [B, T, N] its token norms; ref/tgt: frame
-    slices of equal length P (views, no copies). Similarity = cosine x.y / (|x| |y|) at the same position (eq. 3). The official
-    code takes `topk(keep, largest=False)`; a stable ascending sort picks the same set without ties and
-    breaks ties towards the lower token index, so the choice is deterministic.
+    feats: [B, T, N, C] float32 (B videos of T frames); ref/tgt: frame slices of equal length P (views,
+    no copies). Similarity = cosine at the same position (eq. 3), computed as the official code does:
+    pass 1 L2-normalises both frames and then takes ``F.cosine_similarity``, pass 2 takes it directly
+    (``normalise``). The two are the same cosine, but not the same float32 rounding, and on stored
+    float16 features many cosines lie within 1e-7 of each other: computed any other way, a near-tie
+    falls the other way now and then (tests/test_dycoke_official.py). ``topk(largest=False)`` as the
+    official code.
     """
-    sim = torch.linalg.vecdot(feats[:, ref], feats[:, tgt]) / (norm[:, ref] * norm[:, tgt]).clamp_min(1e-8)
-    order = torch.argsort(sim, dim=-1, stable=True)[..., :keep]  # [B, P, keep] least similar first
+    a, b = feats[:, ref], feats[:, tgt]
+    if normalise:
+        a, b = F.normalize(a, p=2, dim=-1), F.normalize(b, p=2, dim=-1)
+    sim = F.cosine_similarity(a, b, dim=-1)  # [B, P, N]
+    order = sim.topk(keep, dim=-1, largest=False).indices
     return torch.zeros(sim.shape, dtype=torch.bool).scatter_(-1, order, True)
 
 
@@ -47,11 +54,11 @@ def least_similar(feats: Tensor, norm: Tensor, ref: slice, tgt: slice, keep: int
         "window": "frames per window; the window's first frame is kept whole",
         "merge": "average each dropped token into its match (the paper's wording) instead of dropping",
         "odd": "odd frame count: official (drop the last frame) or keep (keep it whole)",
-        "official_offset": "reproduce the official commit's shifted pass-1 indexing",
+        "official_offset": "reproduce the official code's shifted pass-1 indexing (commit 26dc6f4f)",
     },
 )
 @dataclass(frozen=True)
-class DyCoke:
+class DyCoke(Reducer):
     """DyCoke's token temporal merging (TTM, §3.2, eq. 3-4): prune tokens that repeat the previous frames.
 
     Windows of `window` (4) frames. S = cos(h_i, h_j) (eq. 3) between tokens at the same grid position.
@@ -70,31 +77,30 @@ class DyCoke:
     - with odd T the last frame is dropped (odd="official"); odd="keep" keeps it whole instead. A lone
       frame (T=1) is always kept; the official code raises for T <= 4 (torch.stack of an empty list).
     - it runs on projected + pooled LLM-space features; here the decisions use the encoder features.
-    - pass 1 normalises before F.cosine_similarity, pass 2 does not: both are the same cosine.
+    - pass 1 normalises before F.cosine_similarity, pass 2 does not: the same cosine, rounded
+      differently; vtc computes both as the official code does, and picks with the same topk, so
+      near-ties fall the same way (tests/test_dycoke_official.py: the official function's choices on
+      48 inputs, reproduced exactly).
     - kept tokens come out in topk order; here every frame's tokens are in raster order.
     - the stored official commit indexes pass 1's similarities with `(i - 2) // 2`, i.e. frame i+1 keeps
       the positions chosen by pair (i-2, i-1) (frame 1 by the last pair); the paper's reading is `i // 2`,
-      which is the default here; official_offset=True reproduces the shifted indexing.
+      which is the default here; official_offset=True reproduces the shifted indexing (commit
+      26dc6f4f of KD-TAO/DyCoke; tested against that function's output).
     """
 
     k: float = 0.7
     window: int = 4
-    grid: str = "pooled"
+    grid: Grid = "pooled"
     merge: bool = False
-    odd: str = "official"
+    odd: Literal["official", "keep"] = "official"
     official_offset: bool = False
 
     def __post_init__(self):
+        super().__post_init__()
         if not 0.0 <= self.k <= 1.0:
             raise ValueError(f"k must be in [0, 1], got {self.k}")
         if self.window < 2 or self.window % 2:
             raise ValueError(f"window must be an even number >= 2, got {self.window}")
-        check_grid(self.grid)
-        if self.odd not in ODD:
-            raise ValueError(f"unknown odd {self.odd!r}; valid: {', '.join(ODD)}")
-
-    def __call__(self, x: Tensor, grid: tuple[int, int]) -> Reduction:  # x: [T, H*W, C]
-        return self.batch([x], grid)[0]
 
     def batch(self, xs: list[Tensor], grid: tuple[int, int], auxs=None) -> list[Reduction]:
         """Videos of equal T are stacked [B, T, N, C]: the pairs and windows are the same frame slices in
@@ -120,13 +126,11 @@ class DyCoke:
         flat = torch.arange(T * N).reshape(T, N).expand(B, T, N)
         parent = flat.clone()
 
-        norm = torch.linalg.vector_norm(feats, dim=-1)  # [B, T, N]
-
         # pass 1: odd frames against the preceding even frame
         P = T // 2
         if P:
             ref, tgt = slice(0, 2 * P, 2), slice(1, 2 * P, 2)  # P frames each
-            mask = least_similar(feats, norm, ref, tgt, keep)  # [B, P, N]
+            mask = least_similar(feats, ref, tgt, keep, normalise=True)  # [B, P, N]
             if self.official_offset:
                 mask = mask.roll(1, dims=1)  # pair j uses pair j-1's choice, pair 0 the last pair's
             kept[:, tgt] = mask
@@ -139,7 +143,7 @@ class DyCoke:
             ref = slice(0, (S - 1) * self.window + 1, self.window)
             for j in range(2, self.window, 2):  # one offset for window=4
                 tgt = slice(j, (S - 1) * self.window + j + 1, self.window)
-                mask = least_similar(feats, norm, ref, tgt, keep)  # [B, S, N]
+                mask = least_similar(feats, ref, tgt, keep, normalise=False)  # [B, S, N]
                 kept[:, tgt] = mask
                 parent[:, tgt] = torch.where(mask, flat[:, tgt], flat[:, ref])
 

@@ -10,9 +10,10 @@ from torch import Tensor
 from vtc.reducers.base import (
     KIND_MARKER,
     KIND_NEWLINE,
+    Grid,
+    Reducer,
     Reduction,
     base_features,
-    check_grid,
     check_input,
     grid_pos,
     split_batch,
@@ -34,7 +35,7 @@ from vtc.reducers.registry import register
     },
 )
 @dataclass(frozen=True)
-class DynTok:
+class DynTok(Reducer):
     """Merge runs of similar adjacent tokens within each row of each frame; one grid marker per row.
 
     §3.2, "Token similarity measurement": s(k-1,k) = x_{k-1}.x_k / (|x_{k-1}| |x_k|) on the SigLIP
@@ -50,13 +51,10 @@ class DynTok:
 
     threshold: float = 0.6
     marker: bool = True
-    grid: str = "pooled"
+    grid: Grid = "pooled"
 
     def __post_init__(self):
-        check_grid(self.grid)
-
-    def __call__(self, x: Tensor, grid: tuple[int, int]) -> Reduction:  # x: [T, H*W, C]
-        return self.batch([x], grid)[0]
+        super().__post_init__()
 
     def batch(self, xs: list[Tensor], grid: tuple[int, int], auxs=None) -> list[Reduction]:
         """The rule is per row, so the rows of all videos (frames concatenated) are decided, grouped and

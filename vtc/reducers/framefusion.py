@@ -8,9 +8,10 @@ import torch
 from torch import Tensor
 
 from vtc.reducers.base import (
+    Grid,
+    Reducer,
     Reduction,
     base_features,
-    check_grid,
     check_input,
     reductions_from_groups,
 )
@@ -29,7 +30,7 @@ from vtc.reducers.registry import register
     params={"threshold": "cosine similarity above which a token joins the previous frame's token"},
 )
 @dataclass(frozen=True)
-class FrameFusion:
+class FrameFusion(Reducer):
     """Merge a token into the same grid position of the previous frame when they are similar.
 
     s(t, p) = cos(x[t-1, p], x[t, p]); token (t, p) joins the group of (t-1, p) when s > threshold
@@ -43,16 +44,13 @@ class FrameFusion:
     """
 
     threshold: float = 0.9
-    grid: str = "pooled"
+    grid: Grid = "pooled"
     budget: int | None = None
 
     def __post_init__(self):
-        check_grid(self.grid)
+        super().__post_init__()
         if self.budget is not None and self.budget < 1:
             raise ValueError(f"budget must be >= 1 or None, got {self.budget}")
-
-    def __call__(self, x: Tensor, grid: tuple[int, int]) -> Reduction:  # x: [T, H*W, C]
-        return self.batch([x], grid)[0]
 
     def batch(self, xs: list[Tensor], grid: tuple[int, int], auxs=None) -> list[Reduction]:
         """Frames of all videos concatenated: one similarity pass over consecutive frames, where each

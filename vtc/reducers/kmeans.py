@@ -15,21 +15,25 @@ Differences from the official `KMeansTorch` / `AdaptiveKMeansTorch`, on purpose:
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
 
 from vtc.reducers.base import (
+    Grid,
+    Reducer,
     Reduction,
     base_features,
-    check_grid,
     check_input,
     reduction_from_groups,
     relabel_by_first,
 )
 
-ADAPTIVE = ("elbow", "drop")
+Adaptive = Literal["elbow", "drop"]  # how K is chosen when it is not given
+ADAPTIVE = typing.get_args(Adaptive)
 
 
 @dataclass(frozen=True)
@@ -232,7 +236,7 @@ CLUSTER_PARAMS = {
 
 
 @dataclass(frozen=True)
-class ClusterReducer:
+class ClusterReducer(Reducer):
     """Fields and clustering shared by `vqtoken` and `tokendynamics` (not registered itself).
 
     K: `budget` (fixed-length mode, exactly that many visual tokens) or `k` (fixed) or adaptive by
@@ -245,26 +249,24 @@ class ClusterReducer:
     """
 
     k: int | None = None
-    adaptive: str = "elbow"
+    adaptive: Adaptive = "elbow"
     k_min: int = 12
     k_max: int = 32
     budget: int | None = None
-    grid: str = "native"
+    grid: Grid = "native"
     seed: int = 0
     max_iter: int = 100
     tol: float = 1e-4
     min_drop: float = 0.02
 
     def __post_init__(self):
+        super().__post_init__()
         if self.k is not None and self.k < 1 or self.budget is not None and self.budget < 1:
             raise ValueError("k and budget must be >= 1")
         if self.k is not None and self.budget is not None and self.k != self.budget:
             raise ValueError(f"k={self.k} and budget={self.budget} disagree; give one")
         if not 1 <= self.k_min <= self.k_max:
             raise ValueError(f"need 1 <= k_min <= k_max, got k_min={self.k_min}, k_max={self.k_max}")
-        if self.adaptive not in ADAPTIVE:
-            raise ValueError(f"unknown adaptive rule {self.adaptive!r}; valid: {', '.join(ADAPTIVE)}")
-        check_grid(self.grid)
         if self.max_iter < 1 or self.tol < 0 or self.min_drop < 0:
             raise ValueError("need max_iter >= 1, tol >= 0, min_drop >= 0")
 

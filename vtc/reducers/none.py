@@ -7,7 +7,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from vtc.reducers.base import KIND_NEWLINE, Reduction, check_input, grid_pos, llava_pool, newline_row
+from vtc.reducers.base import (
+    KIND_NEWLINE,
+    Reducer,
+    Reduction,
+    check_input,
+    grid_pos,
+    llava_pool,
+    newline_row,
+)
 from vtc.reducers.batch import concat_frames
 from vtc.reducers.registry import register
 
@@ -19,14 +27,11 @@ from vtc.reducers.registry import register
     summary="stock LLaVA-OV tokens (2x2 pooled)",
 )
 @dataclass(frozen=True)
-class NoReduction:
+class NoReduction(Reducer):
     """Identity on the pooled base: T*ceil(H/2)*ceil(W/2) visual tokens + one newline.
 
     Exactly what `LlavaOnevisionModel.get_video_features` feeds the LLM: 32 frames of 27x27 -> 6,273.
     """
-
-    def __call__(self, x: Tensor, grid: tuple[int, int]) -> Reduction:  # x: [T, H*W, C]
-        return self.batch([x], grid)[0]
 
     def batch(self, xs: list[Tensor], grid: tuple[int, int], auxs=None) -> list[Reduction]:
         """Pool every frame of the batch in one call (frames concatenated), then split per video."""

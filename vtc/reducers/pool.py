@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -11,6 +12,7 @@ from torch import Tensor
 
 from vtc.reducers.base import (
     KIND_NEWLINE,
+    Reducer,
     Reduction,
     check_input,
     frame_plan,
@@ -21,8 +23,6 @@ from vtc.reducers.base import (
 from vtc.reducers.batch import concat_frames
 from vtc.reducers.registry import register
 
-MODES = ("avg", "bilinear")
-
 
 @register(
     "pool",
@@ -31,7 +31,7 @@ MODES = ("avg", "bilinear")
     params={"stride": "pooling stride on the native grid (2 = LLaVA-OV's own)", "mode": "bilinear or avg"},
 )
 @dataclass(frozen=True)
-class Pool:
+class Pool(Reducer):
     """Pool each frame H x W -> ceil(H/stride) x ceil(W/stride) on the native base.
 
     mode="bilinear": F.interpolate(size=..., mode="bilinear", align_corners=False), the operator
@@ -42,16 +42,12 @@ class Pool:
     """
 
     stride: int = 2
-    mode: str = "bilinear"
+    mode: Literal["avg", "bilinear"] = "bilinear"
 
     def __post_init__(self):
+        super().__post_init__()
         if self.stride < 1:
             raise ValueError(f"stride must be >= 1, got {self.stride}")
-        if self.mode not in MODES:
-            raise ValueError(f"unknown mode {self.mode!r}; valid: {', '.join(MODES)}")
-
-    def __call__(self, x: Tensor, grid: tuple[int, int]) -> Reduction:  # x: [T, H*W, C]
-        return self.batch([x], grid)[0]
 
     def batch(self, xs: list[Tensor], grid: tuple[int, int], auxs=None) -> list[Reduction]:
         """Pool every frame of the batch in one call (frames concatenated), then split per video; the

@@ -8,10 +8,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from vtc.reducers.base import Reduction, base_features, check_input, reductions_from_groups
+from vtc.reducers.base import Budgeted, Grid, Reduction, base_features, check_input, reductions_from_groups
 from vtc.reducers.batch import concat_frames
 from vtc.reducers.registry import register
-from vtc.reducers.tome import check_params
 
 
 def kept_count(total: int, T: int, budget: int | None, ratio: float) -> int:
@@ -62,21 +61,13 @@ def pruned_batch(xs: list[Tensor], grid: tuple[int, int], base: str, keep_fn) ->
     "uniform", paper="baseline: uniform pruning", summary="keep tokens on a regular lattice", budget=True
 )
 @dataclass(frozen=True)
-class Uniform:
+class Uniform(Budgeted):
     """Keep M tokens on a regular lattice over the whole video: base indices round(linspace(0, T*N-1, M))
     in raster order (t, h, w), half up; M = budget, or round(ratio * T*N) clamped to [T, T*N]. Because the
     lattice runs over the flattened video, the kept positions shift from row to row and frame to frame
     (a sheared spatio-temporal lattice) instead of repeating one spatial mask in every frame."""
 
-    budget: int | None = None
-    ratio: float = 0.25
-    grid: str = "pooled"
-
-    def __post_init__(self):
-        check_params(self.budget, self.ratio, self.grid)
-
-    def __call__(self, x: Tensor, grid: tuple[int, int]) -> Reduction:  # x: [T, H*W, C]
-        return self.batch([x], grid)[0]
+    grid: Grid = "pooled"
 
     def batch(self, xs: list[Tensor], grid: tuple[int, int], auxs=None) -> list[Reduction]:
         """All videos' frames pooled in one call, kept tokens gathered in one `reductions_from_groups`."""
@@ -90,20 +81,12 @@ class Uniform:
 
 @register("random", paper="baseline: random pruning", summary="keep a random subset of tokens", budget=True)
 @dataclass(frozen=True)
-class RandomPrune:
+class RandomPrune(Budgeted):
     """Keep a random subset of exactly M tokens, in raster order: the first M of
     torch.randperm(T*N, generator=torch.Generator().manual_seed(seed)), sorted. M as for `uniform`."""
 
-    budget: int | None = None
-    ratio: float = 0.25
     seed: int = 0
-    grid: str = "pooled"
-
-    def __post_init__(self):
-        check_params(self.budget, self.ratio, self.grid)
-
-    def __call__(self, x: Tensor, grid: tuple[int, int]) -> Reduction:  # x: [T, H*W, C]
-        return self.batch([x], grid)[0]
+    grid: Grid = "pooled"
 
     def batch(self, xs: list[Tensor], grid: tuple[int, int], auxs=None) -> list[Reduction]:
         """As `uniform`; every video draws from its own generator seeded with `seed`, as alone."""

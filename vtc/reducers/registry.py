@@ -53,8 +53,10 @@ def register(name: str, **info):
     meta = MethodInfo(**info)
 
     def deco(cls: type) -> type:
-        if not dataclasses.is_dataclass(cls):
-            raise TypeError(f"reducer {cls.__name__} must be a dataclass")
+        if not (dataclasses.is_dataclass(cls) and issubclass(cls, Reducer)):
+            raise TypeError(f"reducer {cls.__name__} must be a dataclass deriving from Reducer")
+        if cls.__call__ is Reducer.__call__ and cls.batch is Reducer.batch:
+            raise TypeError(f"reducer {cls.__name__} defines neither __call__ nor batch")
         if name in _REGISTRY and _REGISTRY[name] is not cls:
             raise ValueError(f"reducer name {name!r} is already registered by {_REGISTRY[name].__name__}")
         if meta.budget and "budget" not in {f.name for f in dataclasses.fields(cls)}:

@@ -20,9 +20,10 @@ import torch
 from torch import Tensor
 
 from vtc.reducers.base import (
+    Budgeted,
+    Grid,
     Reduction,
     base_features,
-    check_grid,
     check_input,
     reductions_from_groups,
 )
@@ -145,14 +146,6 @@ def frame_budgets(T: int, N: int, budget: int | None, ratio: float, name: str) -
     return q + (torch.arange(T) < rem).long()
 
 
-def check_params(budget: int | None, ratio: float, grid: str) -> None:
-    if budget is not None and budget < 1:
-        raise ValueError(f"budget must be >= 1, got {budget}")
-    if not 0.0 < ratio <= 1.0:
-        raise ValueError(f"ratio must be in (0, 1], got {ratio}")
-    check_grid(grid)
-
-
 @register(
     "tome",
     paper="Token Merging: Your ViT But Faster (ToMe, arXiv 2210.09461)",
@@ -162,7 +155,7 @@ def check_params(budget: int | None, ratio: float, grid: str) -> None:
     budget=True,
 )
 @dataclass(frozen=True)
-class ToMe:
+class ToMe(Budgeted):
     """Bipartite soft matching (ToMe §3.1) within each frame, repeated until the frame's budget.
 
     Per round: tokens (in raster order of their representatives) alternate into A and B; each A token
@@ -179,15 +172,8 @@ class ToMe:
     Proportional attention does not apply offline.
     """
 
-    budget: int | None = None
     ratio: float = 0.5
-    grid: str = "pooled"
-
-    def __post_init__(self):
-        check_params(self.budget, self.ratio, self.grid)
-
-    def __call__(self, x: Tensor, grid: tuple[int, int]) -> Reduction:  # x: [T, H*W, C]
-        return self.batch([x], grid)[0]
+    grid: Grid = "pooled"
 
     def batch(self, xs: list[Tensor], grid: tuple[int, int], auxs=None) -> list[Reduction]:
         """Frames of all videos concatenated: one merge pass per round for the whole batch (the cosine

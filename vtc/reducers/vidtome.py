@@ -8,10 +8,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from vtc.reducers.base import Reduction, base_features, check_input, reduction_from_groups
+from vtc.reducers.base import Budgeted, Grid, Reduction, base_features, check_input, reduction_from_groups
 from vtc.reducers.registry import register
 from vtc.reducers.tome import (
-    check_params,
     edge_rank,
     frame_budgets,
     groups_from_slots,
@@ -30,7 +29,7 @@ from vtc.reducers.tome import (
     params={"window": "frames per window; the first is the key frame the others merge into"},
 )
 @dataclass(frozen=True)
-class VidToMe:
+class VidToMe(Budgeted):
     """Merge the tokens of each window of `window` frames into the window's first (key) frame.
 
     Stage 1, across frames: in each window, set B = the key frame's tokens, set A = every token of
@@ -49,13 +48,12 @@ class VidToMe:
     must be taken per video anyway to stay bit-identical (see reducers/batch).
     """
 
-    budget: int | None = None
     ratio: float = 0.5
     window: int = 4
-    grid: str = "pooled"
+    grid: Grid = "pooled"
 
     def __post_init__(self):
-        check_params(self.budget, self.ratio, self.grid)
+        super().__post_init__()
         if self.window < 1:
             raise ValueError(f"window must be >= 1, got {self.window}")
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vtc.reducers.base import Reduction, check_input, reductions_from_groups, relabel_by_first
+from vtc.reducers.base import Reducer, Reduction, check_input, reductions_from_groups, relabel_by_first
 from vtc.reducers.batch import concat_frames
 from vtc.reducers.registry import ReducerError, register
 
@@ -29,7 +29,7 @@ def split_budget(total: int, parts: int) -> Tensor:
     needs=("attention",),
 )
 @dataclass(frozen=True)
-class VisionZip:
+class VisionZip(Reducer):
     """Keep each frame's most-attended tokens; merge the rest into a few contextual tokens.
 
     §3 of the paper: dominant tokens = top-K_d by the attention they receive (on SigLIP, which has no
