@@ -108,3 +108,25 @@ def removed_on_error(path: str | Path, made: bool, keep: str) -> Iterator[None]:
         if made and not (Path(path) / keep).exists():
             shutil.rmtree(path, ignore_errors=True)
         raise
+
+
+class Journal:
+    """An append-only JSONL file of records keyed by one field, the latest record per key winning: the
+    store index (one line per video) and the evaluation's answer journal (one per answered request).
+    Each append is fsynced before it returns; on read, a torn, damaged or foreign line (``check`` says
+    why) is skipped with one warning, so a half-written record never counts."""
+
+    def __init__(self, path: str | Path, key: str, check: Callable[[dict], str | None]):
+        self.path, self.key, self.check = Path(path), key, check
+        self._latest: dict[str, dict] | None = None
+
+    def latest(self, reload: bool = False) -> dict[str, dict]:
+        """key -> the latest record with that key (read once, then kept up to date by ``append``)."""
+        if self._latest is None or reload:
+            self._latest = {rec[self.key]: rec for rec in read_jsonl(self.path, self.check)}
+        return self._latest
+
+    def append(self, rec: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        append_jsonl(self.path, rec)
+        self.latest()[rec[self.key]] = rec

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from vtc.cache.jsonl import append_jsonl, exclusive, missing_fields, read_jsonl, removed_on_error
+from vtc.cache.jsonl import Journal, exclusive, missing_fields, removed_on_error
 from vtc.errors import VtcError
 from vtc.versions import library_versions, stable_hash
 
@@ -70,7 +70,7 @@ class Store:
         self.path = Path(path)
         self._group = group
         self.meta = meta
-        self._entries: dict[str, dict] | None = None
+        self._index = Journal(path / INDEX_FILE, "id", lambda e: _entry_problem(e, self.meta.get("kind")))
         self.created = False  # set by create() when this process made the store
 
     # ---------------------------------------------------------------- open / create
@@ -163,11 +163,7 @@ class Store:
     # ---------------------------------------------------------------- index
     def entries(self, reload: bool = False) -> dict[str, dict]:
         """id -> latest index entry. Torn, damaged or foreign lines are skipped with one warning."""
-        if self._entries is None or reload:
-            kind = self.meta.get("kind")
-            lines = read_jsonl(self.path / INDEX_FILE, lambda e: _entry_problem(e, kind))
-            self._entries = {e["id"]: e for e in lines}
-        return self._entries
+        return self._index.latest(reload)
 
     def done(self) -> dict[str, dict]:
         return {k: e for k, e in self.entries().items() if e["status"] == "done"}
@@ -176,8 +172,7 @@ class Store:
         return {k: e for k, e in self.entries().items() if e["status"] == "failed"}
 
     def _append(self, entry: dict) -> None:
-        append_jsonl(self.path / INDEX_FILE, entry)
-        self.entries()[entry["id"]] = entry
+        self._index.append(entry)
 
     # ---------------------------------------------------------------- write
     @contextlib.contextmanager

@@ -350,7 +350,7 @@ def store_flops(
     module. ``pruning``: keyword arguments of :func:`online_pruning`.
     """
     from vtc.cache import Store
-    from vtc.stages.compress import stock_llm_tokens
+    from vtc.reducers.base import stock_llm_tokens
 
     st = Store.open(store)
     done = st.done()
@@ -434,7 +434,7 @@ def flops_report(
             }
         )
     else:
-        from vtc.stages.compress import stock_llm_tokens
+        from vtc.reducers.base import stock_llm_tokens
 
         stock_n = stock_llm_tokens(frames, (27, 27))
         n_vis = stock_n if n_visual is None else n_visual

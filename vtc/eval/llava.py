@@ -79,9 +79,9 @@ class TokenSource:
         if self.tokens is None:
             red = self._none(x, self.grid)
         else:
-            from vtc.stages.compress import load_reduction
+            from vtc.reducers import Reduction
 
-            red = load_reduction(self.tokens, video_id)
+            red = Reduction.read(self.tokens, video_id)
         self._refuse_non_finite(video_id, {"tokens": getattr(red, "tokens", None)})
         return x, red
 
@@ -320,37 +320,10 @@ class LlavaRunner:
         else:
             ctx, cfg = nullcontext(None), None
 
-        tokens, logits, step_s = [], [], []
+        first = {**inputs, "position_ids": torch.arange(ids.shape[1], device=ids.device)[None]}
         with torch.inference_mode(), ctx as live:
-            if live is not None:
-                live.begin(ids.shape[1])
-            out = self.model(**inputs, use_cache=True, logits_to_keep=1)
-            nxt = int(out.logits[0, -1].argmax())
-            _sync(self.device)
-            ttft = time.perf_counter() - t0
-            cache, mask = out.past_key_values, inputs["attention_mask"]
-            tokens.append(nxt)
-            if keep_logits:
-                logits.append(out.logits[0, -1].float().cpu())
-            while nxt not in eos and len(tokens) < max_new_tokens:
-                t1 = time.perf_counter()
-                mask = torch.cat([mask, mask.new_ones(1, 1)], dim=1)
-                if live is not None:
-                    live.begin(1)
-                out = self.model(
-                    input_ids=torch.tensor([[nxt]], device=ids.device),
-                    attention_mask=mask,
-                    past_key_values=cache,
-                    use_cache=True,
-                    logits_to_keep=1,
-                )
-                cache = out.past_key_values
-                nxt = int(out.logits[0, -1].argmax())
-                _sync(self.device)
-                step_s.append(time.perf_counter() - t1)
-                tokens.append(nxt)
-                if keep_logits:
-                    logits.append(out.logits[0, -1].float().cpu())
+            per_row, ttft = self._greedy(first, t0, max_new_tokens, eos, 0, live, keep_logits)
+        ((tokens, logits, step_s),) = per_row
 
         if live is None:
             prefill = [n_vis] * n_layers
@@ -382,6 +355,63 @@ class LlavaRunner:
             embed_s=t_embed,
             logits=torch.stack(logits) if keep_logits else None,
         )
+
+    def _greedy(self, prefill: dict, t0: float, max_new_tokens: int, eos: set, pad: int, live=None,
+                keep_logits: bool = False):  # fmt: skip
+        """The greedy loop of ``run`` and ``run_batch``: prefill ``prefill`` (the model's inputs for B rows,
+        with attention mask and position ids), then one token per row per step with the KV cache until
+        every row has hit an eos id or ``max_new_tokens``; a finished row is fed ``pad``. ``live``: an
+        online method's hooks (told each forward's query length). Returns ([(tokens, logits, step
+        seconds)] per row, ttft since ``t0``)."""
+        import time
+
+        import torch
+
+        mask, pos = prefill["attention_mask"], prefill["position_ids"]
+        B = mask.shape[0]
+        tokens, logits, step_s = [[] for _ in range(B)], [[] for _ in range(B)], [[] for _ in range(B)]
+        done = [False] * B
+        if live is not None:
+            live.begin(mask.shape[1])
+        out = self.model(**prefill, use_cache=True, logits_to_keep=1)
+        nxt = out.logits[:, -1].argmax(-1)
+        _sync(self.device)
+        ttft = time.perf_counter() - t0
+        dt, feed = 0.0, nxt
+        for step in range(max_new_tokens):
+            if step > 0:
+                t1 = time.perf_counter()
+                mask = torch.cat([mask, mask.new_ones(B, 1)], dim=1)
+                pos = pos[:, -1:] + 1
+                if live is not None:
+                    live.begin(1)
+                out = self.model(
+                    input_ids=feed[:, None],
+                    attention_mask=mask,
+                    position_ids=pos,
+                    past_key_values=out.past_key_values,
+                    use_cache=True,
+                    logits_to_keep=1,
+                )
+                nxt = out.logits[:, -1].argmax(-1)
+                _sync(self.device)
+                dt = time.perf_counter() - t1
+            host = nxt.tolist()
+            for b in range(B):
+                if done[b]:
+                    continue
+                if step > 0:
+                    step_s[b].append(dt)
+                tokens[b].append(host[b])
+                if keep_logits:
+                    logits[b].append(out.logits[b, -1].float().cpu())
+                done[b] = host[b] in eos or len(tokens[b]) >= max_new_tokens
+            if all(done):
+                break
+            feed = torch.tensor(
+                [pad if d else t for d, t in zip(done, host, strict=True)], device=mask.device
+            )
+        return list(zip(tokens, logits, step_s, strict=True)), ttft
 
     def run_batch(
         self, items, max_new_tokens: int = 16, online=None, keep_logits: bool = False
@@ -434,54 +464,15 @@ class LlavaRunner:
         # masked_scatter fills the <video> placeholders in row-major order: the items' rows one after another
         video = BaseModelOutputWithPooling(pooler_output=torch.cat(embs)[None])
 
-        tokens = [[] for _ in range(B)]
-        logits = [[] for _ in range(B)]
-        step_s = [[] for _ in range(B)]
-        done = [False] * B
+        first = {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "position_ids": pos,
+            "mm_encoder_outputs": {"video": video},
+        }
         with torch.inference_mode():
-            out = self.model(
-                input_ids=ids,
-                attention_mask=mask,
-                position_ids=pos,
-                mm_encoder_outputs={"video": video},
-                use_cache=True,
-                logits_to_keep=1,
-            )
-            nxt = out.logits[:, -1].argmax(-1)
-            _sync(self.device)
-            ttft = time.perf_counter() - t0
-            dt, feed = 0.0, nxt
-            for step in range(max_new_tokens):
-                if step > 0:
-                    t1 = time.perf_counter()
-                    mask = torch.cat([mask, mask.new_ones(B, 1)], dim=1)
-                    pos = pos[:, -1:] + 1
-                    out = self.model(
-                        input_ids=feed[:, None],
-                        attention_mask=mask,
-                        position_ids=pos,
-                        past_key_values=out.past_key_values,
-                        use_cache=True,
-                        logits_to_keep=1,
-                    )
-                    nxt = out.logits[:, -1].argmax(-1)
-                    _sync(self.device)
-                    dt = time.perf_counter() - t1
-                host = nxt.tolist()
-                for b in range(B):
-                    if done[b]:
-                        continue
-                    if step > 0:
-                        step_s[b].append(dt)
-                    tokens[b].append(host[b])
-                    if keep_logits:
-                        logits[b].append(out.logits[b, -1].float().cpu())
-                    done[b] = host[b] in eos or len(tokens[b]) >= max_new_tokens
-                if all(done):
-                    break
-                feed = torch.tensor(
-                    [pad if d else t for d, t in zip(done, host, strict=True)], device=ids.device
-                )
+            per_row, ttft = self._greedy(first, t0, max_new_tokens, eos, pad, None, keep_logits)
+        tokens, logits, step_s = (list(x) for x in zip(*per_row, strict=True))
 
         gens = []
         for b in range(len(items)):

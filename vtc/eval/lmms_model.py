@@ -23,7 +23,7 @@ from pathlib import Path
 from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
 
-from vtc.cache.jsonl import append_jsonl, missing_fields, read_jsonl
+from vtc.cache.jsonl import Journal, missing_fields
 from vtc.eval.llava import LlavaRunner, TokenSource, check_compatible
 from vtc.versions import stable_hash
 
@@ -41,25 +41,19 @@ def parse_online_set(spec: str | None) -> dict[str, str]:
     return out
 
 
-class AnswerJournal:
-    """Append-only JSONL of answered requests, keyed by a hash of (task, doc, prompt, generation args).
-
-    One line per answer, flushed and fsynced as it is written; a torn, damaged or foreign line is skipped
-    on read with one warning, so a half-written answer never counts as done (it is generated again).
-    """
+class AnswerJournal(Journal):
+    """The answered requests, keyed by a hash of (task, doc, prompt, generation args): a half-written
+    answer never counts as done (it is generated again)."""
 
     # What a line needs to stand in for a generated answer (scoring, token counts and FLOPs read these).
     FIELDS = ("key", "task", "doc_id", "video", "answer", "visual_tokens", "n_text", "n_new_tokens")
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        lines = read_jsonl(self.path, lambda rec: missing_fields(rec, self.FIELDS))
-        self.done: dict[str, dict] = {rec["key"]: rec for rec in lines}
+        super().__init__(path, "key", lambda rec: missing_fields(rec, self.FIELDS))
 
-    def append(self, rec: dict) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        append_jsonl(self.path, rec)
-        self.done[rec["key"]] = rec
+    @property
+    def done(self) -> dict[str, dict]:
+        return self.latest()
 
 
 class VtcLlavaOneVision(lmms):

@@ -109,6 +109,18 @@ class Reduction:
         }
 
     @classmethod
+    def read(cls, store, video_id: str) -> Reduction:
+        """The stored Reduction of one video of a token store (a ``vtc.cache.Store``): plan, tokens,
+        kinds, positions; a damaged array is the store's one-line error."""
+        arrays, attrs = store.load(video_id)
+        return cls.from_arrays(
+            arrays,
+            base=attrs["base"],
+            base_grid=tuple(attrs["base_grid"]),
+            n_input_tokens=attrs["n_input_tokens"],
+        )
+
+    @classmethod
     def from_arrays(
         cls, arrays, base: str, base_grid: tuple[int, int, int], n_input_tokens: int
     ) -> Reduction:
@@ -185,6 +197,11 @@ def closed_sets(cls: type) -> dict[str, tuple]:
         for f in dataclasses.fields(cls)
         if typing.get_origin(hints[f.name]) is Literal
     }
+
+
+def stock_llm_tokens(n_frames: int, grid) -> int:
+    """Tokens stock LLaVA-OV sends for a video: F x ceil(H/2) x ceil(W/2) + one newline (32 frames: 6,273)."""
+    return n_frames * -(-grid[0] // 2) * -(-grid[1] // 2) + 1
 
 
 def check_input(x: Tensor, grid: tuple[int, int]) -> tuple[int, int, int]:

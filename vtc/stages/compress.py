@@ -46,11 +46,6 @@ class CompressSummary:
         return self.llm_tokens / self.stock_tokens if self.stock_tokens else 0.0
 
 
-def stock_llm_tokens(n_frames: int, grid) -> int:
-    """Tokens stock LLaVA-OV sends for a video: F x ceil(H/2) x ceil(W/2) + one newline (32 frames: 6,273)."""
-    return n_frames * -(-grid[0] // 2) * -(-grid[1] // 2) + 1
-
-
 def run_reducer(reducer, x, grid, aux: dict, device: str = "cpu"):
     """Run a reducer on ``device``: inputs moved there, and tensors it creates land there too (torch's
     device context), so reducers need no device plumbing; the Reduction comes back on the CPU. Seeded
@@ -257,6 +252,8 @@ def compress(
                     summary.done += 1
                     bar.advance(1, 1)
     summary.seconds = time.perf_counter() - t0
+    from vtc.reducers.base import stock_llm_tokens
+
     for e in tok.done().values():
         summary.tokens_in += e["n_input_tokens"]
         summary.llm_tokens += e["n_llm_tokens"]
@@ -272,16 +269,3 @@ def _check_needs(arrays: dict, needs: tuple[str, ...], method: str, store) -> No
             f"method {method} needs '{missing[0]}' per video, which {store} does not have "
             f"(extract with --save-{missing[0]})"
         )
-
-
-def load_reduction(tok: Store, video_id: str):
-    """The stored Reduction of one video (plan, tokens, kinds, positions)."""
-    import torch
-
-    from vtc.reducers import Reduction
-
-    arrays, attrs = tok.load(video_id)
-    data = {k: torch.from_numpy(v) for k, v in arrays.items()}
-    return Reduction.from_arrays(
-        data, base=attrs["base"], base_grid=tuple(attrs["base_grid"]), n_input_tokens=attrs["n_input_tokens"]
-    )

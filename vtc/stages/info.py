@@ -30,7 +30,7 @@ def store_info(path: str | Path) -> dict:
         )
     else:
         n_in = sum(e["n_input_tokens"] for e in done.values())
-        from vtc.stages.compress import stock_llm_tokens
+        from vtc.reducers.base import stock_llm_tokens
 
         n_llm = [e["n_llm_tokens"] for e in done.values()]
         grid = st.meta.get("parent_identity", {}).get("encoder", {}).get("grid", [27, 27])
