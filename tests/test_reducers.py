@@ -32,6 +32,8 @@ CONFIGS = [(name, {}) for name in list_reducers()] + [
     ("pool", {"stride": 1}),
     ("dyntok", {"grid": "native", "threshold": 0.3}),
     ("dyntok", {"marker": False}),
+    ("divprune", {"budget": 5}),
+    ("divprune", {"grid": "native", "ratio": 0.3}),
 ]
 SHAPES = [(1, (27, 27)), (3, (5, 7)), (2, (4, 1))]  # T=1, odd T + non-square, a one-column grid
 

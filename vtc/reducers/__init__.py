@@ -4,6 +4,7 @@ Importing this package registers every method (one module each); `get_reducer(na
 """
 
 from vtc.reducers import (  # noqa: F401  (import registers the methods)
+    divprune,
     dycoke,
     dyntok,
     framefusion,

@@ -34,8 +34,9 @@ def lattice(total: int, m: int) -> Tensor:
 
 
 def pruned_batch(xs: list[Tensor], grid: tuple[int, int], base: str, keep_fn) -> list[Reduction]:
-    """Keep, in each video, the base tokens keep_fn(T*Hb*Wb, T) (int64 [M], ascending) as singletons of
-    weight 1. The frames of all videos are pooled in one call (concatenated; pooling is per frame)."""
+    """Keep, in each video, the base tokens keep_fn(T*Hb*Wb, T, feats) (int64 [M], ascending; feats: the
+    video's base features [T*Hb*Wb, C] float32) as singletons of weight 1. The frames of all videos are
+    pooled in one call (concatenated; pooling is per frame)."""
     Ts = [check_input(x, grid)[0] for x in xs]
     H, W = int(grid[0]), int(grid[1])
     x, _ = concat_frames(xs)
@@ -44,7 +45,7 @@ def pruned_batch(xs: list[Tensor], grid: tuple[int, int], base: str, keep_fn) ->
     b0 = 0
     for T in Ts:
         total = T * hb * wb
-        keep = keep_fn(total, T).to(group.device)
+        keep = keep_fn(total, T, feats.reshape(-1, feats.shape[-1])[b0 : b0 + total]).to(group.device)
         group[b0 + keep] = torch.arange(keep.numel())
         b0 += total
     return reductions_from_groups(
@@ -75,7 +76,7 @@ class Uniform(Budgeted):
             xs,
             grid,
             self.grid,
-            lambda total, T: lattice(total, kept_count(total, T, self.budget, self.ratio)),
+            lambda total, T, _: lattice(total, kept_count(total, T, self.budget, self.ratio)),
         )
 
 
@@ -91,7 +92,7 @@ class RandomPrune(Budgeted):
     def batch(self, xs: list[Tensor], grid: tuple[int, int], auxs=None) -> list[Reduction]:
         """As `uniform`; every video draws from its own generator seeded with `seed`, as alone."""
 
-        def keep(total: int, T: int) -> Tensor:
+        def keep(total: int, T: int, _) -> Tensor:
             m = kept_count(total, T, self.budget, self.ratio)
             g = torch.Generator().manual_seed(self.seed)
             # drawn on the CPU (where the seeded generator lives) so every device keeps the same tokens
