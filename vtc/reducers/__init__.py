@@ -13,6 +13,7 @@ from vtc.reducers import (  # noqa: F401  (import registers the methods)
     prune,
     tokendynamics,
     tome,
+    vidcom2,
     vidtome,
     visionzip,
     vqtoken,
