@@ -262,6 +262,55 @@ class FastV:
         return self.k
 
 
+@register_online(
+    "pdrop",
+    paper="PyramidDrop: Accelerating Your Large Vision-Language Models via Pyramid Visual Redundancy "
+    "Reduction (arXiv 2410.17247)",
+    phase="prefill+decode",
+)
+@dataclasses.dataclass(frozen=True)
+class PyramidDrop:
+    """PyramidDrop: at each stage boundary, keep the share `ratio` of the visual tokens still in use.
+
+    Paper (§3.2): the LLM is cut into stages at `layers`; at the start of each stage the visual tokens
+    still in use are ranked by the attention the last instruction token gives them, and only the top
+    share λ (`ratio`, 0.5) go on, so the count shrinks as N, λN, λ²N, ... (a pyramid) over the
+    stages, in prefill, and the decode steps see the same sets layer by layer. Scores are taken, as vtc's
+    `fastv`, from the layer before each boundary (mean over heads of the last prompt token's attention);
+    each stage keeps round(ratio * count) of the previous stage's tokens (Python's round). Default
+    boundaries 8,16,24 (the paper's for 32-layer LLMs; a boundary must lie inside the LLM). The dropped
+    tokens are masked out of attention in the later layers rather than removed, so the kept tokens'
+    outputs (and the answer) are those of physical removal; the per-layer visible counts (and the FLOPs
+    vtc reports from them) are the pyramid's.
+    """
+
+    layers: str = "8,16,24"
+    ratio: float = 0.5
+
+    def __post_init__(self):
+        try:
+            stages = [int(v) for v in str(self.layers).split(",") if v.strip()]
+        except ValueError:
+            raise ValueError(f"layers must be comma-separated layer numbers, got {self.layers!r}") from None
+        if not stages or stages[0] < 1 or any(b <= a for a, b in zip(stages, stages[1:], strict=False)):
+            raise ValueError(f"layers must be increasing layer numbers >= 1, got {self.layers!r}")
+        if not 0.0 < self.ratio <= 1.0:
+            raise ValueError(f"ratio must be in (0, 1], got {self.ratio}")
+
+    def stages(self) -> tuple[int, ...]:
+        return tuple(int(v) for v in str(self.layers).split(",") if v.strip())
+
+    def n_keep(self, n_visual: int) -> int:
+        """Visual tokens in use after the last boundary."""
+        n = n_visual
+        for _ in self.stages():
+            n = max(0, min(n, round(self.ratio * n)))
+        return n
+
+    def first_pruned_layer(self) -> int:
+        return self.stages()[-1]  # the deepest boundary must lie inside the LLM
+
+
 # --------------------------------------------------------------------------------------------------
 # Runtime: per-generation state, the attention wrapper, the layer pre-hooks
 
@@ -312,7 +361,11 @@ class _Live:
     def score_layer(self) -> int | None:
         raise NotImplementedError
 
-    def on_scores(self, attn: Tensor) -> None:
+    def scores_at(self, layer: int) -> bool:
+        """Whether this forward's attention scores at ``layer`` go to ``on_scores``."""
+        return layer == self.score_layer()
+
+    def on_scores(self, attn: Tensor, layer: int) -> None:
         raise NotImplementedError
 
     def layout(self, layer: int) -> Tensor | None:
@@ -333,10 +386,10 @@ class _Live:
         pos = kw.get("position_ids")
         if pos is not None:
             self.positions[-1][layer] = pos.reshape(-1).detach().clone()
-        if layer == self.score_layer():
+        if self.scores_at(layer):
             scaling = kw.get("scaling") or query.shape[-1] ** -0.5
             attn = last_query_attention(query, key, attention_mask, scaling, n_rep)[0]
-            self.on_scores(attn[self.vs : self.ve])
+            self.on_scores(attn[self.vs : self.ve], layer)
         lay = self.layout(layer)
         if lay is None:
             self.counts[-1][layer] = self.n_visual
@@ -401,7 +454,7 @@ class _DyCokeLive(_Live):
     def score_layer(self):
         return self.method.l - 1 if self.step >= 1 else None  # decode only: prefill is unchanged
 
-    def on_scores(self, attn):
+    def on_scores(self, attn, layer):
         if self.sel.update(attn):
             self.reselected_at.append(self.step)
         self.keep_log.append(self.sel.keep)
@@ -434,7 +487,7 @@ class _FastVLive(_Live):
     def score_layer(self):
         return self.method.k - 1 if self.step == 0 else None
 
-    def on_scores(self, attn):
+    def on_scores(self, attn, layer):
         self.scores = attn
         self.keep = topk_sorted(attn, self.n_keep)
 
@@ -450,7 +503,39 @@ class _FastVLive(_Live):
         return {"n_keep": self.n_keep, "visible_per_step": [list(c) for c in self.counts]}
 
 
-_LIVE_BY_METHOD = {DyCokeKV: _DyCokeLive, FastV: _FastVLive}
+class _PDropLive(_Live):
+    def __init__(self, method: PyramidDrop, *a, **kw):
+        super().__init__(method, *a, **kw)
+        self.bounds = method.stages()
+        self.keeps: list[Tensor] = []  # per stage: the visual-span indices in use from its boundary on
+        self.scores: list[Tensor] = []  # per stage: the last prompt token's attention over the visual span
+
+    def score_layer(self):
+        return None
+
+    def scores_at(self, layer):
+        return self.step == 0 and layer + 1 in self.bounds
+
+    def on_scores(self, attn, layer):
+        alive = self.keeps[-1] if self.keeps else torch.arange(self.n_visual, device=attn.device)
+        n = max(0, min(len(alive), round(self.method.ratio * len(alive))))
+        self.scores.append(attn)
+        self.keeps.append(alive[topk_sorted(attn[alive], n)])
+
+    def layout(self, layer):
+        stage = sum(layer >= b for b in self.bounds)  # boundaries at or below this layer
+        if stage == 0 or stage > len(self.keeps):
+            return None
+        return self._span_layout(self.keeps[stage - 1])
+
+    def stats(self):
+        return {
+            "kept_per_stage": [int(k.numel()) for k in self.keeps],
+            "visible_per_step": [list(c) for c in self.counts],
+        }
+
+
+_LIVE_BY_METHOD = {DyCokeKV: _DyCokeLive, FastV: _FastVLive, PyramidDrop: _PDropLive}
 _ACTIVE: contextvars.ContextVar[_Live | None] = contextvars.ContextVar("vtc_online", default=None)
 _BASES = ("sdpa", "eager")
 
