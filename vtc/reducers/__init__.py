@@ -8,6 +8,7 @@ from vtc.reducers import (  # noqa: F401  (import registers the methods)
     dycoke,
     dyntok,
     framefusion,
+    llava_scissor,
     none,
     pool,
     prune,
