@@ -49,3 +49,22 @@ def test_module_flops_by_hand():
 def test_info_reports_module_flops(feature_store, tmp_path):
     tok = compress(feature_store, "dyntok", out=tmp_path / "d.zarr", quiet=True).out
     assert float(store_info(tok)["summary"]["module FLOPs per video (mean, analytic)"]) > 0
+
+
+def test_every_method_has_a_flops_formula():
+    """`vtc compress` records each video's module FLOPs: a method without a formula would fail there."""
+    import torch
+
+    from vtc.reducers import get_reducer, list_reducers
+    from vtc.reducers.flops import module_flops
+
+    x = torch.randn(2, 36, 8)
+    attention = torch.softmax(torch.randn(2, 36), dim=-1)
+    for name in list_reducers():
+        r = get_reducer(name)
+        red = r(x, (6, 6), attention=attention) if "attention" in r.info.needs else r(x, (6, 6))
+        f = module_flops(name, r, red, 8)
+        assert f["total"] == f["decision"] + f["pool"] + f["plan"] and f["plan"] > 0, name
+    # by hand: divprune on 2 frames of 3x3 pooled (n = 18): an 18 x 18 Gram matrix and 18 norms
+    red = get_reducer("divprune")(x, (6, 6))
+    assert module_flops("divprune", get_reducer("divprune"), red, 8)["decision"] == 2 * 8 * (18 * 18 + 18)

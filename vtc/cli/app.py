@@ -15,7 +15,8 @@ app = typer.Typer(
         "Visual token compression for video LLMs: extract SigLIP features once, compress them with any "
         "method, evaluate LLaVA-OneVision on the result through lmms-eval.\n\n"
         "Pipeline: vtc extract VIDEOS --store feats.zarr → vtc compress feats.zarr --method dyntok "
-        "→ vtc eval videomme --tokens feats.dyntok-….zarr. Try `vtc demo` first (offline, ~1 min)."
+        "→ vtc eval videomme --tokens feats.dyntok-….zarr → vtc report RUNS --out DIR. Try `vtc demo "
+        "--quick` first (offline, under a minute)."
     ),
     epilog=examples(
         "vtc demo --workdir /tmp/vtc-demo          # the whole pipeline offline, about 3 minutes",

@@ -72,7 +72,15 @@ def decision_flops(name: str, r, red: Reduction, C: int) -> float:
         return T * (2 * C * (N - r.dominant) * c) + _cos(0, T * N, C)
     if name in ("vqtoken", "tokendynamics"):
         return _kmeans(r, red, T * N, C)
-    raise KeyError(name)
+    n = T * N
+    if name == "divprune":  # the n x n cosine distances; the greedy picks only compare
+        return _cos(n * n, n, C)
+    if name == "vidcom2":  # channel variances, then two Gaussian distances on the kept channels
+        c = max(1, int(C * r.channels))
+        return 2 * C * n + 2 * 2 * c * n + _cos(0, n, c)
+    if name == "llava-scissor":  # per-frame cosines, the temporal step at its largest (n x n), the fold
+        return _cos(T * N * N, n, C) + _cos(n * n, 0, C) + _cos(n * red.n_visual(), 0, C)
+    raise KeyError(f"no FLOPs formula for method {name!r} (vtc/reducers/flops.py)")
 
 
 def module_flops(name: str, reducer, red: Reduction, C: int) -> dict[str, int]:

@@ -269,12 +269,15 @@ def _row(d: Path, r: dict) -> Row:
     adapter = r.get("adapter") if isinstance(r.get("adapter"), dict) else None
     run = Path(str(adapter["run"])).name if adapter and adapter.get("run") else None
     adapters = [str(a) for a in (adapter or {}).get("adapters") or []] if adapter else []
+    base = adapter.get("init") if adapter and isinstance(adapter.get("init"), dict) else None
+    if base:  # trained on top of another run (`vtc train --init`): its adapters are in use too
+        adapters += [str(a) for a in base.get("adapters") or [] if str(a) not in adapters]
     online = r.get("online") if isinstance(r.get("online"), dict) else None
     label = method_label(r["method"])
     if online:
         label += " + online " + method_label(online, "online")
     if run:
-        label += f" + {run}"
+        label += f" + {run}" + (f" (on {Path(str(base['run'])).name})" if base and base.get("run") else "")
     m = r.get("measured") if isinstance(r.get("measured"), dict) else {}
     ttft = _num(m, "ttft_s", "median")
     mem = _num(m, "peak_memory", "bytes")
@@ -325,8 +328,14 @@ def _training_run(d: Path) -> TrainingRun | str:
     adapters = [str(a) for a in meta.get("adapters") or []]
     label = d.name + (f" ({', '.join(adapters)})" if adapters else "")
     method = meta.get("method")
-    if isinstance(method, dict) and method.get("method") not in (None, "none"):
+    if isinstance(method, dict) and isinstance(method.get("sets"), dict):  # reduced on the fly: value lists
+        sets = " ".join(f"{k}={','.join(map(str, v))}" for k, v in method["sets"].items())
+        label += f" on {method.get('method')}" + (f" {sets}" if sets else "")
+    elif isinstance(method, dict) and method.get("method") not in (None, "none"):
         label += f" on {method_label(method)}"
+    init = meta.get("init") if isinstance(meta.get("init"), dict) else None
+    if init and init.get("run"):
+        label += f", on top of {Path(str(init['run'])).name}"
     return TrainingRun(
         dir=str(d),
         label=label,
