@@ -152,16 +152,17 @@ def results_table(results: list[dict], title: str = "vtc eval"):
     from rich import box
     from rich.table import Table
 
+    from vtc.stages.report import method_label
+
     t = Table(title=title, box=box.SIMPLE_HEAD)
     t.add_column("method", min_width=12, max_width=20, overflow="fold")
     for col in ("n", "acc%", "tokens", "TokDense", "GFLOPs", "TTFT ms", "ms/tok"):
         t.add_column(col, justify="right", no_wrap=True)
     for r in results:
-        m = r["method"]
-        name = m["method"] + "".join(f"\n {k}={v}" for k, v in m.items() if k != "method")
+        # the parameters that differ from the defaults, one per line (the full config is in results.json)
+        name = method_label(r["method"]).replace(" ", "\n ")
         if r.get("online"):
-            on = r["online"]
-            name += f"\n+{on['method']}" + "".join(f"\n {k}={v}" for k, v in on.items() if k != "method")
+            name += "\n+" + method_label(r["online"], "online").replace(" ", "\n ")
         vt = r["visual_tokens"]
         vd = r.get("visual_tokens_decode") or {}
         pd = r.get("per_duration", {})
