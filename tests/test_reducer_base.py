@@ -54,3 +54,43 @@ def test_relabel_by_first_orders_groups_by_smallest_member():
     assert order.tolist() == [7, 2, 5]
     group, order = relabel_by_first(torch.tensor([-1, -1]))
     assert group.tolist() == [-1, -1] and order.numel() == 0
+
+
+def test_register_refuses_an_incomplete_reducer():
+    """A method is one file: `register` checks at import that it is a Reducer with a way to reduce and a
+    FLOPs formula (vtc compress records every video's module FLOPs), and that closed sets are checked."""
+    from dataclasses import dataclass
+    from typing import Literal
+
+    import pytest
+
+    from vtc.reducers.base import Reducer
+    from vtc.reducers.registry import register
+
+    @dataclass(frozen=True)
+    class NoFlops(Reducer):
+        def __call__(self, x, grid):
+            raise AssertionError
+
+    @dataclass(frozen=True)
+    class NoReduce(Reducer):
+        def decision_flops(self, red, C):
+            return 0.0
+
+    @dataclass(frozen=True)
+    class NotAReducer:
+        def __call__(self, x, grid):
+            raise AssertionError
+
+    for cls, match in ((NoFlops, "no decision_flops"), (NoReduce, "neither __call__ nor batch"),
+                       (NotAReducer, "deriving from Reducer")):  # fmt: skip
+        with pytest.raises(TypeError, match=match):
+            register(f"test-{cls.__name__}")(cls)
+
+    @dataclass(frozen=True)
+    class Closed(Reducer):
+        mode: Literal["a", "b"] = "a"
+
+    assert Closed(mode="b").mode == "b"
+    with pytest.raises(ValueError, match="unknown mode 'c'; valid: a, b"):
+        Closed(mode="c")

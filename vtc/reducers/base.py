@@ -164,6 +164,10 @@ class Reducer:
     def __call__(self, x: Tensor, grid: tuple[int, int], **aux) -> Reduction:  # x: [T, H*W, C]
         return self.batch([x], grid, [aux])[0]
 
+    def decision_flops(self, red: Reduction, C: int) -> float:
+        """Analytic FLOPs of deciding ``red`` on C-dim features (vtc.reducers.flops): every method has one."""
+        raise NotImplementedError(f"{type(self).__name__} has no decision_flops")
+
     def batch(
         self, xs: list[Tensor], grid: tuple[int, int], auxs: list[dict] | None = None
     ) -> list[Reduction]:

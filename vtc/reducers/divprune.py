@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from vtc.reducers.base import Budgeted, Grid, Reduction
+from vtc.reducers.flops import cosine_flops
 from vtc.reducers.prune import kept_count, pruned_batch
 from vtc.reducers.registry import register
 
@@ -57,6 +58,12 @@ class DivPrune(Budgeted):
 
     ratio: float = 0.098
     grid: Grid = "pooled"
+
+    def decision_flops(self, red: Reduction, C: int) -> float:
+        """The n x n cosine distances; the greedy picks only compare."""
+        T, hb, wb = red.base_grid
+        n = T * hb * wb
+        return cosine_flops(n * n, n, C)
 
     def batch(self, xs: list[Tensor], grid: tuple[int, int], auxs=None) -> list[Reduction]:
         def keep(total: int, T: int, feats: Tensor) -> Tensor:

@@ -21,6 +21,7 @@ from vtc.reducers.base import (
     reductions_from_groups,
 )
 from vtc.reducers.batch import concat_frames, groups_by
+from vtc.reducers.flops import cosine_flops
 from vtc.reducers.registry import register
 
 
@@ -94,6 +95,14 @@ class DyCoke(Reducer):
     merge: bool = False
     odd: Literal["official", "keep"] = "official"
     official_offset: bool = False
+
+    def decision_flops(self, red: Reduction, C: int) -> float:
+        """A cosine per position of each compared frame pair (pass 1 and the re-pruned frames)."""
+        T, hb, wb = red.base_grid
+        N = hb * wb
+        pairs = T // 2
+        repruned = len(range(0, T - self.window, self.window)) * (self.window // 2 - 1)
+        return cosine_flops((pairs + repruned) * N, (pairs + repruned) * 2 * N, C)
 
     def __post_init__(self):
         super().__post_init__()

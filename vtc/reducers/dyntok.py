@@ -19,6 +19,7 @@ from vtc.reducers.base import (
     split_batch,
 )
 from vtc.reducers.batch import concat_frames
+from vtc.reducers.flops import cosine_flops
 from vtc.reducers.registry import register
 
 
@@ -52,6 +53,11 @@ class DynTok(Reducer):
     threshold: float = 0.6
     marker: bool = True
     grid: Grid = "pooled"
+
+    def decision_flops(self, red: Reduction, C: int) -> float:
+        """A cosine per adjacent pair in each row, a norm per token."""
+        T, hb, wb = red.base_grid
+        return cosine_flops(T * hb * (wb - 1), T * hb * wb, C)
 
     def __post_init__(self):
         super().__post_init__()

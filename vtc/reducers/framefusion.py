@@ -16,6 +16,7 @@ from vtc.reducers.base import (
     reductions_from_groups,
 )
 from vtc.reducers.batch import concat_frames
+from vtc.reducers.flops import cosine_flops
 from vtc.reducers.registry import register
 
 
@@ -46,6 +47,11 @@ class FrameFusion(Reducer):
     threshold: float = 0.9
     grid: Grid = "pooled"
     budget: int | None = None
+
+    def decision_flops(self, red: Reduction, C: int) -> float:
+        """A cosine per position between consecutive frames."""
+        T, hb, wb = red.base_grid
+        return cosine_flops((T - 1) * hb * wb, T * hb * wb, C)
 
     def __post_init__(self):
         super().__post_init__()

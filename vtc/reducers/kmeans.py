@@ -31,6 +31,7 @@ from vtc.reducers.base import (
     reduction_from_groups,
     relabel_by_first,
 )
+from vtc.reducers.flops import LLOYD_ITERATIONS
 
 Adaptive = Literal["elbow", "drop"]  # how K is chosen when it is not given
 ADAPTIVE = typing.get_args(Adaptive)
@@ -258,6 +259,18 @@ class ClusterReducer(Reducer):
     max_iter: int = 100
     tol: float = 1e-4
     min_drop: float = 0.02
+
+    def decision_flops(self, red: Reduction, C: int) -> float:
+        """LLOYD_ITERATIONS Lloyd steps for every K fitted (the elbow sweep fits each K), plus the norms."""
+        T, hb, wb = red.base_grid
+        n, k = T * hb * wb, red.n_visual()
+        if self.k is not None or self.budget is not None:
+            ks = [k]
+        elif self.adaptive == "elbow":
+            ks = list(range(self.k_min, min(self.k_max, n) + 1))
+        else:
+            ks = list(range(self.k_min, min(k + 1, n) + 1))
+        return sum(LLOYD_ITERATIONS * 2 * C * n * kk for kk in ks) + 2 * C * n
 
     def __post_init__(self):
         super().__post_init__()

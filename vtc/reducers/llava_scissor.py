@@ -20,6 +20,7 @@ from vtc.reducers.base import (
     newline_row,
     plan_pos,
 )
+from vtc.reducers.flops import cosine_flops
 from vtc.reducers.registry import register
 
 
@@ -93,6 +94,14 @@ class LLaVAScissor(Reducer):
 
     tau: float = 0.95
     grid: Grid = "pooled"
+
+    def decision_flops(self, red: Reduction, C: int) -> float:
+        """Per-frame cosines, the temporal step at its largest (n x n), the fold against the K outputs."""
+        T, hb, wb = red.base_grid
+        N, n = hb * wb, T * hb * wb
+        return (
+            cosine_flops(T * N * N, n, C) + cosine_flops(n * n, 0, C) + cosine_flops(n * red.n_visual(), 0, C)
+        )
 
     def __post_init__(self):
         super().__post_init__()

@@ -33,6 +33,9 @@ class NoReduction(Reducer):
     Exactly what `LlavaOnevisionModel.get_video_features` feeds the LLM: 32 frames of 27x27 -> 6,273.
     """
 
+    def decision_flops(self, red: Reduction, C: int) -> float:
+        return 0.0
+
     def batch(self, xs: list[Tensor], grid: tuple[int, int], auxs=None) -> list[Reduction]:
         """Pool every frame of the batch in one call (frames concatenated), then split per video."""
         Ts = [check_input(x, grid)[0] for x in xs]

@@ -44,6 +44,9 @@ class Pool(Reducer):
     stride: int = 2
     mode: Literal["avg", "bilinear"] = "bilinear"
 
+    def decision_flops(self, red: Reduction, C: int) -> float:
+        return 0.0
+
     def __post_init__(self):
         super().__post_init__()
         if self.stride < 1:

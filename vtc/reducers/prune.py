@@ -70,6 +70,9 @@ class Uniform(Budgeted):
 
     grid: Grid = "pooled"
 
+    def decision_flops(self, red: Reduction, C: int) -> float:
+        return 0.0
+
     def batch(self, xs: list[Tensor], grid: tuple[int, int], auxs=None) -> list[Reduction]:
         """All videos' frames pooled in one call, kept tokens gathered in one `reductions_from_groups`."""
         return pruned_batch(
@@ -88,6 +91,9 @@ class RandomPrune(Budgeted):
 
     seed: int = 0
     grid: Grid = "pooled"
+
+    def decision_flops(self, red: Reduction, C: int) -> float:
+        return 0.0
 
     def batch(self, xs: list[Tensor], grid: tuple[int, int], auxs=None) -> list[Reduction]:
         """As `uniform`; every video draws from its own generator seeded with `seed`, as alone."""

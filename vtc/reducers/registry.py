@@ -57,6 +57,8 @@ def register(name: str, **info):
             raise TypeError(f"reducer {cls.__name__} must be a dataclass deriving from Reducer")
         if cls.__call__ is Reducer.__call__ and cls.batch is Reducer.batch:
             raise TypeError(f"reducer {cls.__name__} defines neither __call__ nor batch")
+        if cls.decision_flops is Reducer.decision_flops:  # vtc compress records every video's module FLOPs
+            raise TypeError(f"reducer {cls.__name__} has no decision_flops (its FLOPs formula)")
         if name in _REGISTRY and _REGISTRY[name] is not cls:
             raise ValueError(f"reducer name {name!r} is already registered by {_REGISTRY[name].__name__}")
         if meta.budget and "budget" not in {f.name for f in dataclasses.fields(cls)}:

@@ -28,6 +28,7 @@ from vtc.reducers.base import (
     reductions_from_groups,
 )
 from vtc.reducers.batch import concat_frames, groups_by
+from vtc.reducers.flops import tome_round_flops
 from vtc.reducers.registry import register
 
 
@@ -174,6 +175,12 @@ class ToMe(Budgeted):
 
     ratio: float = 0.5
     grid: Grid = "pooled"
+
+    def decision_flops(self, red: Reduction, C: int) -> float:
+        """The bipartite cosines of every merging round in every frame."""
+        T, hb, wb = red.base_grid
+        per_frame = red.n_visual() // max(T, 1)
+        return T * tome_round_flops(hb * wb, max(per_frame, 1), C)
 
     def batch(self, xs: list[Tensor], grid: tuple[int, int], auxs=None) -> list[Reduction]:
         """Frames of all videos concatenated: one merge pass per round for the whole batch (the cosine

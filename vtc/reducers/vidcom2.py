@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vtc.reducers.base import Grid, Reducer, Reduction
+from vtc.reducers.flops import cosine_flops
 from vtc.reducers.prune import pruned_batch
 from vtc.reducers.registry import register
 
@@ -77,6 +78,12 @@ class VidCom2(Reducer):
     temperature: float = 0.01
     channels: float = 0.5
     grid: Grid = "pooled"
+
+    def decision_flops(self, red: Reduction, C: int) -> float:
+        """Channel variances, then two Gaussian distances per token on the kept channels, and the norms."""
+        T, hb, wb = red.base_grid
+        n, c = T * hb * wb, max(1, int(C * self.channels))
+        return 2 * C * n + 2 * 2 * c * n + cosine_flops(0, n, c)
 
     def __post_init__(self):
         super().__post_init__()

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from vtc.reducers.base import Budgeted, Grid, Reduction, base_features, check_input, reduction_from_groups
+from vtc.reducers.flops import cosine_flops
 from vtc.reducers.registry import register
 from vtc.reducers.tome import (
     edge_rank,
@@ -51,6 +52,13 @@ class VidToMe(Budgeted):
     ratio: float = 0.5
     window: int = 4
     grid: Grid = "pooled"
+
+    def decision_flops(self, red: Reduction, C: int) -> float:
+        """Each window's non-key tokens against its key frame, plus a norm per token."""
+        T, hb, wb = red.base_grid
+        N = hb * wb
+        windows = math.ceil(T / self.window)
+        return windows * (2 * C * (self.window - 1) * N * N) + cosine_flops(0, T * N, C)
 
     def __post_init__(self):
         super().__post_init__()

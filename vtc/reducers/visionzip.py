@@ -10,6 +10,7 @@ from torch import Tensor
 
 from vtc.reducers.base import Reducer, Reduction, check_input, reductions_from_groups, relabel_by_first
 from vtc.reducers.batch import concat_frames
+from vtc.reducers.flops import cosine_flops
 from vtc.reducers.registry import ReducerError, register
 
 
@@ -45,6 +46,12 @@ class VisionZip(Reducer):
     dominant: int = 54
     contextual: int = 10
     budget: int | None = None
+
+    def decision_flops(self, red: Reduction, C: int) -> float:
+        """Each remaining token against the contextual centres, plus a norm per token."""
+        T, hb, wb = red.base_grid
+        N = hb * wb
+        return T * (2 * C * (N - self.dominant) * self.contextual) + cosine_flops(0, T * N, C)
 
     def __call__(self, x: Tensor, grid: tuple[int, int], attention: Tensor | None = None) -> Reduction:
         return self.batch([x], grid, [{"attention": attention}])[0]
