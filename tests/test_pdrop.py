@@ -6,16 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.test_online import N_VIS, QUESTIONS, _sharpen, lives, video  # noqa: F401  (fixtures)
+from tests.test_online import N_VIS, QUESTIONS, _sharpen, lives, runner, sharp_runner, video  # noqa: F401
 from vtc.encoders.tiny import build_tiny_llava_ov
 from vtc.errors import VtcError
 from vtc.eval.llava import LlavaRunner
 from vtc.eval.online import get_online, list_online, topk_sorted
-
-
-@pytest.fixture(scope="module")
-def runner(tiny_ckpt):  # the `video` fixture sizes its features from this one
-    return LlavaRunner(str(tiny_ckpt["llava_ov"]))
 
 
 @pytest.fixture(scope="module")
@@ -34,11 +29,10 @@ def test_listed_with_its_defaults_and_bad_params_are_one_line():
         assert "\n" not in str(e.value)
 
 
-def test_one_stage_is_fastv_masked(tiny_ckpt, video):  # noqa: F811
-    runner = _sharpen(LlavaRunner(str(tiny_ckpt["llava_ov"])), 0.15)
+def test_one_stage_is_fastv_masked(sharp_runner, video):  # noqa: F811
     feats, red = video
     for q in QUESTIONS:
-        a = runner.run(
+        a = sharp_runner.run(
             feats,
             red,
             q,
@@ -46,7 +40,7 @@ def test_one_stage_is_fastv_masked(tiny_ckpt, video):  # noqa: F811
             keep_logits=True,
             online=get_online("pdrop", layers="1", ratio=0.3),
         )
-        b = runner.run(feats, red, q, max_new_tokens=6, keep_logits=True,
+        b = sharp_runner.run(feats, red, q, max_new_tokens=6, keep_logits=True,
                        online=get_online("fastv", k=1, ratio=0.3, mask=True))  # fmt: skip
         assert a.token_ids == b.token_ids and torch.equal(a.logits, b.logits)
         assert a.visible_per_layer_prefill == b.visible_per_layer_prefill == [N_VIS, 118]

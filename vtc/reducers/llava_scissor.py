@@ -17,8 +17,8 @@ from vtc.reducers.base import (
     Reduction,
     base_features,
     check_input,
+    grid_pos,
     newline_row,
-    plan_pos,
 )
 from vtc.reducers.flops import cosine_flops
 from vtc.reducers.registry import register
@@ -114,16 +114,12 @@ class LLaVAScissor(Reducer):
         flat = feats.reshape(T * hb * wb, -1)
         w = scissor_weights(flat, T, self.tau)  # [K, T*N]
         base_grid = (T, hb, wb)
+        # a row's pos is its largest-weight source (argmax: the first on ties); rows go in raster order of
+        # it (a stable sort keeps equal-pos rows in component order)
+        best = w.argmax(dim=1)
+        order = torch.argsort(best, stable=True)
+        w, best = w[order], best[order]
         rows, cols = w.nonzero(as_tuple=True)  # row-major: sources ascending within a row
-        indptr = torch.zeros(w.shape[0] + 1, dtype=torch.long)
-        indptr[1:] = torch.bincount(rows, minlength=w.shape[0]).cumsum(0)
-        weight = w[rows, cols]
-        pos = plan_pos(indptr, cols, weight, base_grid)
-        # raster order of the rows' pos (a stable sort keeps equal-pos rows in component order)
-        key = (pos[:, 0].long() * hb + pos[:, 1].long()) * wb + pos[:, 2].long()
-        order = torch.argsort(key, stable=True)
-        w = w[order]
-        rows, cols = w.nonzero(as_tuple=True)
         K = w.shape[0]
         indptr = torch.zeros(K + 2, dtype=torch.long)
         indptr[1:-1] = torch.bincount(rows, minlength=K).cumsum(0)
@@ -135,7 +131,7 @@ class LLaVAScissor(Reducer):
         return Reduction(
             tokens=tokens,
             kind=kind,
-            pos=torch.cat([pos[order], newline_row(base_grid)]),
+            pos=torch.cat([grid_pos(best, hb, wb), newline_row(base_grid)]),
             indptr=indptr,
             src=cols,
             weight=weight,

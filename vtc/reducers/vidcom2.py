@@ -51,7 +51,6 @@ def vidcom2_keep(feats: Tensor, T: int, scale: float, temperature: float, channe
     "Models (VidCom2, arXiv 2505.14454)",
     section="§3: frame compression adjustment, then adaptive token selection",
     summary="per-frame budgets by frame uniqueness",
-    adaptive=False,
     params={
         "scale": "base share of each frame's tokens kept (the official base_scale); unique frames get more",
         "temperature": "softmax temperature over the frames' uniqueness (official 0.01)",
