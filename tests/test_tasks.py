@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 
@@ -130,7 +131,7 @@ def _stage(task: str, root) -> object:
 
 
 def _module(task: str):
-    return __import__(f"vtc.eval.tasks.{LOCAL_TASKS[task]['module']}", fromlist=["_"])
+    return __import__(f"vtc.eval.tasks.{LOCAL_TASKS[task].module}", fromlist=["_"])
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +164,7 @@ def test_task_runs_end_to_end(task, staged, tiny_ckpt, feature_store, answers_b_
         task, feature_store, str(tiny_ckpt["llava_ov"]), data=staged[task], out=tmp_path / "out", quiet=True
     )
     assert r["n_samples"] == 3 and len(r["samples"]) == 3
-    assert r["metric"] == LOCAL_TASKS[task]["metric"]
+    assert r["metric"] == LOCAL_TASKS[task].metric
     # every question reached the model with the tokens of its own video (4 or 3 frames of 196 + 1)
     tokens = {"vid_a": 4 * 196 + 1, "vid_b": 3 * 196 + 1}
     assert all(s["visual_tokens"] == tokens[s["video"]] for s in r["samples"])
@@ -172,7 +173,7 @@ def test_task_runs_end_to_end(task, staged, tiny_ckpt, feature_store, answers_b_
     assert {s["doc_id"]: s["score"] for s in r["samples"]} == {0: 1.0, 1: 1.0, 2: 0.0}
     # vtc reports a percentage for every task; lmms-eval's own value (some tasks: a fraction) is kept
     percent = r["accuracy"]
-    assert r["metrics"][r["metric"]] * LOCAL_TASKS[task]["scale"] == pytest.approx(percent)
+    assert r["metrics"][r["metric"]] * LOCAL_TASKS[task].scale == pytest.approx(percent)
     # MLVU averages over task types: count (questions 0, 2) 50 %, ego (question 1) 100 %
     assert percent == pytest.approx(75.0 if task == "mlvu" else 200 / 3, abs=1e-3)  # LVB rounds to 1e-5
 
@@ -184,14 +185,14 @@ def test_scoring_right_and_wrong_letter(task):
     m = _module(task)
     doc = _rows(task)[0]
     right, wrong = "B", "D"
-    metric = LOCAL_TASKS[task]["metric"]
+    metric = LOCAL_TASKS[task].metric
     good = getattr(m, f"{task}_process_results")(doc, [right])[metric]
     bad = getattr(m, f"{task}_process_results")(doc, [wrong])[metric]
     assert good["score"] == 1.0 and bad["score"] == 0.0
     agg = getattr(m, f"{task}_aggregate_results")
     value = agg([good, bad], args=None) if "args" in agg.__code__.co_varnames else agg([good, bad])
-    assert value * LOCAL_TASKS[task]["scale"] == pytest.approx(50.0)
-    col = LOCAL_TASKS[task]["category"]
+    assert value * LOCAL_TASKS[task].scale == pytest.approx(50.0)
+    col = LOCAL_TASKS[task].category
     assert good.get("category") == (doc[col] if col else None)
 
 
@@ -218,7 +219,7 @@ def test_mcq_letter_rule():
         "",
         "",
     ]
-    text = mcq_doc_to_text(_rows("mcq")[0], LOCAL_TASKS["mcq"]["kwargs"])
+    text = mcq_doc_to_text(_rows("mcq")[0], LOCAL_TASKS["mcq"].kwargs)
     assert (
         text
         == "What is shown?\nA. sky\nB. sea\nC. sand\nAnswer with the option's letter from the given choices directly."
@@ -235,7 +236,7 @@ def test_prompts_are_lmms_evals():
     from vtc.eval.tasks.mvbench import mvbench_doc_to_text, mvbench_doc_to_visual
 
     doc = _rows("mvbench")[0]
-    assert mvbench_doc_to_text(doc, LOCAL_TASKS["mvbench"]["kwargs"]).startswith(
+    assert mvbench_doc_to_text(doc, LOCAL_TASKS["mvbench"].kwargs).startswith(
         "Question:What happens?\nOption:\n(A) sits\n"
     )
     assert mvbench_doc_to_visual(doc) == ["ssv2_video_mp4/vid_a"]
@@ -247,7 +248,7 @@ def test_subtitles_of_the_sampled_frames(tmp_path):
 
     (tmp_path / "vid_a.srt").write_text(_SRT)
     doc = _rows("videomme_w_subtitle")[0]
-    kwargs = {**LOCAL_TASKS["videomme_w_subtitle"]["kwargs"], "subtitle_dir": str(tmp_path)}
+    kwargs = {**LOCAL_TASKS["videomme_w_subtitle"].kwargs, "subtitle_dir": str(tmp_path)}
     text = videomme_w_subtitle_doc_to_text(doc, kwargs)
     assert text.startswith(
         "This video's subtitles are listed below: \nthe opening line\nSelect the best answer"
@@ -446,3 +447,25 @@ def test_cli_prepare(tmp_path, capsys):
     assert (
         "no local format for task 'nope'; local tasks: videomme" in err and len(err.strip().splitlines()) == 1
     )
+
+
+def test_each_benchmark_is_one_registered_spec():
+    """Every local format is a TaskSpec registered by its own file, whose lmms-eval functions exist."""
+    from vtc.eval.tasks.base import TaskSpec
+
+    for name, spec in LOCAL_TASKS.items():
+        assert isinstance(spec, TaskSpec) and spec.name == name
+        assert (Path(__file__).parents[1] / "vtc" / "eval" / "tasks" / f"{spec.module}.py").is_file()
+        module = spec.functions
+        for fn in ("doc_to_visual", "doc_to_text", "process_results", "aggregate_results"):
+            assert callable(getattr(module, f"{name}_{fn}")), (name, fn)
+
+
+def test_task_specs_load_without_lmms_eval():
+    """Listing and checking tasks (vtc prepare's checks, the CLI) does not pay for importing lmms-eval."""
+    import subprocess
+    import sys
+
+    code = "import sys, vtc.eval.tasks as t; t.task_spec('mvbench'); print('lmms_eval' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -28,12 +28,6 @@ from vtc.errors import VtcError
 from vtc.stages.progress import progress_bar, third_party_quiet
 from vtc.versions import library_versions
 
-# Tasks whose per-sample result carries a duration (short/medium/long) to break accuracy down by.
-_DURATION_METRIC = {
-    "videomme": "videomme_perception_score",
-    "videomme_w_subtitle": "videomme_perception_score",
-}
-
 
 def _one_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
@@ -356,9 +350,9 @@ def summarise(task: str, task_name: str, res: dict, sample_log: list[dict]) -> d
     }
     if not metrics:
         raise VtcError(f"lmms-eval gave no numeric metric for '{task_name}'")
-    spec = LOCAL_TASKS.get(task, {})
-    metric = spec.get("metric") if spec.get("metric") in metrics else next(iter(metrics))
-    scale = spec.get("scale", 1) if metric == spec.get("metric") else 1
+    spec = LOCAL_TASKS.get(task)  # None: a task of lmms-eval's own registry
+    metric = spec.metric if spec and spec.metric in metrics else next(iter(metrics))
+    scale = spec.scale if spec and metric == spec.metric else 1
     accuracy = float(metrics[metric]) * scale
 
     counts = [s["visual_tokens"] for s in sample_log]
@@ -375,10 +369,10 @@ def summarise(task: str, task_name: str, res: dict, sample_log: list[dict]) -> d
         "metrics": metrics,
     }
     scored_samples = res.get("samples", {}).get(task_name, [])
-    if task in _DURATION_METRIC:
+    if spec and spec.per_duration:
         by: dict[str, list[float]] = {}
         for s in scored_samples:
-            d = s.get(_DURATION_METRIC[task])
+            d = s.get(spec.metric)
             if isinstance(d, dict) and "duration" in d:
                 by.setdefault(d["duration"], []).append(float(d["score"]))
         out["per_duration"] = {k: 100.0 * sum(v) / len(v) for k, v in sorted(by.items())}

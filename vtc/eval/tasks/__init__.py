@@ -12,8 +12,10 @@ The videos are not read: each row's video is looked up in the token store by id 
 writes a ``videos.csv`` manifest that gives every video file the id its rows use). vtc writes an
 lmms-eval task YAML for the copy (dataset from the local file, prompts and scoring from lmms-eval's
 own utils for that benchmark wherever they import without decoding video) and runs it, so the metric
-is computed as lmms-eval computes it. ``LOCAL_TASKS`` lists every format: the lmms-eval task it
-mirrors, the metric it reports, the required columns and the per-sample category field.
+is computed as lmms-eval computes it. ``LOCAL_TASKS`` maps every format to its `TaskSpec` (one file
+per benchmark in this folder: the lmms-eval task it mirrors, the metric it reports, the required
+columns, the per-sample category field, the downloaded layout ``vtc prepare`` reads); a new benchmark
+is one more file, imported below.
 
 Every local task's per-sample metric value is a dict with ``score`` (1.0 right / 0.0 wrong) and
 ``category`` (the benchmark's breakdown: MVBench subtask, NExT-QA question type, ...; absent for
@@ -22,144 +24,42 @@ EgoSchema), so :func:`category_breakdown` gives accuracy per category for any of
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
 from vtc.errors import VtcError
+from vtc.eval.tasks.base import LETTER_POST, TASKS, TaskSpec
+from vtc.eval.tasks.videomme import subtitle_dir
 
-LETTER_POST = "\nAnswer with the option's letter from the given choices directly."
+# Each file registers its benchmark's spec when imported; this order is the order tasks are listed in.
+for _module in (
+    "videomme",
+    "mvbench",
+    "nextqa",
+    "longvideobench",
+    "mlvu",
+    "perceptiontest",
+    "egoschema",
+    "mcq",
+):
+    importlib.import_module(f"vtc.eval.tasks.{_module}")
 
-# name -> how the local copy is run. Keys:
-#   lmms_eval: the lmms-eval task whose definition (prompt, scoring, metric) the local copy mirrors
-#   metric: the headline metric name, as lmms-eval reports it
-#   scale: multiply the metric by this for a percentage (lmms-eval reports some tasks as fractions)
-#   target: doc_to_target (a column, or None for the module's <name>_doc_to_target)
-#   kwargs: lmms_eval_specific_kwargs["default"] from lmms-eval's YAML
-#   category: the column the per-sample ``category`` comes from (None: the benchmark has none)
-#   required: columns every row must have
-#   module: vtc.eval.tasks.<module> holds <name>_doc_to_visual/_doc_to_text/_process_results/...
-# lmms-eval/Video-MME's columns; the subtitle variant reads the same rows
-_VIDEOMME_COLUMNS = [
-    "videoID",
-    "question_id",
-    "duration",
-    "domain",
-    "sub_category",
-    "task_type",
-    "question",
-    "options",
-    "answer",
+LOCAL_TASKS = TASKS  # name -> TaskSpec, every local format
+
+__all__ = [
+    "LETTER_POST",
+    "LOCAL_TASKS",
+    "TaskSpec",
+    "category_breakdown",
+    "check_rows",
+    "find_data_file",
+    "subtitle_dir",
+    "task_spec",
+    "videomme_row",
+    "write_jsonl",
+    "write_local_task",
 ]
-
-LOCAL_TASKS: dict[str, dict] = {
-    "videomme": {
-        "lmms_eval": "videomme",
-        "metric": "videomme_perception_score",
-        "scale": 1,
-        "target": "answer",
-        "kwargs": {"pre_prompt": "", "post_prompt": LETTER_POST},
-        "category": "domain",
-        "required": _VIDEOMME_COLUMNS,
-        "module": "videomme",
-    },
-    "videomme_w_subtitle": {
-        "lmms_eval": "videomme_w_subtitle",
-        "metric": "videomme_perception_score",
-        "scale": 1,
-        "target": "answer",
-        # lmms-eval's w_subtitle prompt ends with "The best answer is:" and ignores post_prompt.
-        "kwargs": {"frame_num": 32, "pre_prompt": "", "post_prompt": ""},
-        "category": "domain",
-        "required": _VIDEOMME_COLUMNS,
-        "module": "videomme",
-    },
-    "mvbench": {
-        "lmms_eval": "mvbench (group of 20 mvbench_<sub_task>)",
-        "metric": "mvbench_accuracy",
-        "scale": 1,
-        "target": "answer",
-        "kwargs": {"post_prompt": "Only give the best option.\n"},
-        "category": "sub_task",
-        "required": ["video", "question", "candidates", "answer", "sub_task"],
-        "module": "mvbench",
-    },
-    "nextqa": {
-        "lmms_eval": "nextqa_mc_test",
-        "metric": "exact_match",
-        "scale": 100,
-        "target": None,
-        "kwargs": {},
-        "category": "type",
-        "required": ["video", "question", "a0", "a1", "a2", "a3", "a4", "answer", "type"],
-        "module": "nextqa",
-    },
-    "longvideobench": {
-        "lmms_eval": "longvideobench_val_v",
-        "metric": "lvb_acc",
-        "scale": 100,
-        "target": "correct_choice",
-        "max_new_tokens": 32,
-        "kwargs": {
-            "pre_prompt": "",
-            "post_prompt": "Answer with the option's letter from the given choices directly.\n",
-        },
-        "category": "question_category",
-        "required": [
-            "id",
-            "video_path",
-            "question",
-            "option0",
-            "option1",
-            "option2",
-            "option3",
-            "option4",
-            "correct_choice",
-            "duration_group",
-            "question_category",
-        ],
-        "module": "longvideobench",
-    },
-    "mlvu": {
-        "lmms_eval": "mlvu_dev",
-        "metric": "mlvu_percetion_score",  # sic: lmms-eval's spelling
-        "scale": 1,
-        "target": "answer",
-        "kwargs": {"pre_prompt": "", "post_prompt": "\nOnly give the best option.\nBest option: ("},
-        "category": "task_type",
-        "required": ["video_name", "question", "answer", "task_type"],
-        "module": "mlvu",
-    },
-    "perceptiontest": {
-        "lmms_eval": "perceptiontest_val_mc",
-        "metric": "accuracy",
-        "scale": 100,
-        "target": None,
-        "kwargs": {"pre_prompt": "", "post_prompt": ""},
-        "category": "area",
-        "required": ["video_name", "question", "options", "answer_id", "area"],
-        "module": "perceptiontest",
-    },
-    "egoschema": {
-        "lmms_eval": "egoschema_subset",
-        "metric": "score",
-        "scale": 100,
-        "target": None,
-        "kwargs": {"pre_prompt": "", "post_prompt": LETTER_POST},
-        "category": None,
-        "required": ["video_idx", "question", "option", "answer"],
-        "module": "egoschema",
-    },
-    "mcq": {
-        "lmms_eval": "(none: vtc's generic multiple-choice format)",
-        "metric": "mcq_accuracy",
-        "scale": 1,
-        "target": "answer",
-        "kwargs": {"pre_prompt": "", "post_prompt": LETTER_POST},
-        "category": "category",
-        "required": ["video", "question", "options", "answer"],
-        "module": "mcq",
-    },
-}
 
 _YAML = """\
 # Written by `vtc eval` for a local copy of {name} (mirrors lmms-eval's {lmms_eval});
@@ -232,61 +132,10 @@ def find_data_file(data_dir: str | Path) -> Path:
     return files[0]
 
 
-def task_spec(name: str) -> dict:
-    if name not in LOCAL_TASKS:
-        raise VtcError(f"no local format for task '{name}'; local tasks: {', '.join(LOCAL_TASKS)}")
-    return LOCAL_TASKS[name]
-
-
-def subtitle_dir(data_file: Path) -> Path:
-    """Where a local Video-MME copy keeps its ``<videoID>.srt`` files: ``subtitles/`` beside the questions."""
-    return data_file.parent / "subtitles"
-
-
-def _letters(n: int) -> list[str]:
-    return [chr(ord("A") + i) for i in range(n)]
-
-
-def _row_problem(name: str, row: dict, data_file: Path) -> str | None:
-    """What is wrong with a row lmms-eval's scoring would mis-handle (None: nothing)."""
-    if name in ("videomme", "videomme_w_subtitle"):
-        if row["answer"] not in _letters(len(row["options"])):
-            return f"answer {row['answer']!r} is not one of the {len(row['options'])} option letters"
-        if name == "videomme_w_subtitle" and (subtitle_dir(data_file) / f"{row['videoID']}.srt").exists():
-            if not row.get("fps") or not row.get("total_frames"):
-                return (
-                    "has a subtitle file but no fps/total_frames (needed to pick the subtitles of 32 frames)"
-                )
-    elif name == "mvbench":
-        if row["answer"] not in row["candidates"]:
-            return f"answer {row['answer']!r} is not one of its candidates"
-    elif name == "nextqa":
-        if not isinstance(row["answer"], int) or not 0 <= row["answer"] <= 4:
-            return f"answer must be an option index 0-4, got {row['answer']!r}"
-    elif name == "longvideobench":
-        options = [row[f"option{i}"] for i in range(5)]
-        n = options.index("N/A") if "N/A" in options else 5
-        if not isinstance(row["correct_choice"], int) or not 0 <= row["correct_choice"] < n:
-            return f"correct_choice must be an index into its {n} options, got {row['correct_choice']!r}"
-    elif name == "mlvu":
-        if row["answer"] not in _letters(6):
-            return f"answer must be an option letter (the options are part of the question), got {row['answer']!r}"
-    elif name == "perceptiontest":
-        if not isinstance(row["answer_id"], int) or not 0 <= row["answer_id"] < len(row["options"]):
-            return (
-                f"answer_id must be an index into its {len(row['options'])} options, got {row['answer_id']!r}"
-            )
-    elif name == "egoschema":
-        if len(row["option"]) != 5:
-            return f"option must list 5 choices ('A. ...' to 'E. ...'), got {len(row['option'])}"
-        if str(row["answer"]) not in [str(i) for i in range(5)]:
-            return f"answer must be the option index 0-4, got {row['answer']!r}"
-    elif name == "mcq":
-        if not isinstance(row["options"], list) or not 2 <= len(row["options"]) <= 26:
-            return "options must be a list of 2 to 26 choices"
-        if row["answer"] not in _letters(len(row["options"])):
-            return f"answer {row['answer']!r} is not one of the {len(row['options'])} option letters"
-    return None
+def task_spec(name: str) -> TaskSpec:
+    if name not in TASKS:
+        raise VtcError(f"no local format for task '{name}'; local tasks: {', '.join(TASKS)}")
+    return TASKS[name]
 
 
 def _read_rows(data_file: Path):
@@ -311,16 +160,16 @@ def check_rows(name: str, data_file: Path) -> int:
 
     Checks each row for the task's required columns and a usable answer; returns the number of rows.
     """
-    required = task_spec(name)["required"]
+    spec = task_spec(name)
     data_file = Path(data_file)
     n = 0
     for lineno, row in _read_rows(data_file):
         if not isinstance(row, dict):
             raise VtcError(f"{data_file}:{lineno}: not a JSON object ({name} format)")
-        missing = [k for k in required if k not in row]
+        missing = [k for k in spec.required if k not in row]
         if missing:
             raise VtcError(f"{data_file}:{lineno}: missing {', '.join(missing)} ({name} format)")
-        problem = _row_problem(name, row, data_file)
+        problem = spec.check(row, data_file)
         if problem:
             raise VtcError(f"{data_file}:{lineno}: {problem} ({name} format)")
         n += 1
@@ -336,29 +185,25 @@ def write_local_task(name: str, data_dir: str | Path, out_dir: str | Path) -> st
     check_rows(name, data_file)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    kwargs = dict(spec["kwargs"])
-    if name == "videomme_w_subtitle":
-        kwargs["subtitle_dir"] = str(subtitle_dir(data_file))
+    kwargs = {**spec.kwargs, **spec.local_kwargs(data_file)}
     task_name = f"vtc_{name}_local"
     (out / f"{task_name}.yaml").write_text(
         _YAML.format(
             name=name,
-            lmms_eval=spec["lmms_eval"],
+            lmms_eval=spec.lmms_eval,
             task_name=task_name,
             data_file=json.dumps(str(data_file)),
             builder="json" if data_file.suffix == ".jsonl" else "parquet",
-            target=json.dumps(spec["target"])
-            if spec["target"]
+            target=json.dumps(spec.target)
+            if spec.target
             else f"!function vtc_task_utils.{name}_doc_to_target",
-            max_new_tokens=spec.get("max_new_tokens", 16),
-            metric=spec["metric"],
+            max_new_tokens=spec.max_new_tokens,
+            metric=spec.metric,
             # JSON strings are YAML strings, escapes included ("\n" stays a newline)
             kwargs="\n".join(f"    {k}: {json.dumps(v)}" for k, v in kwargs.items()) or "    {}",
         )
     )
-    (out / "vtc_task_utils.py").write_text(
-        f"from vtc.eval.tasks.{spec['module']} import *  # noqa: F401,F403\n"
-    )
+    (out / "vtc_task_utils.py").write_text(f"from vtc.eval.tasks.{spec.module} import *  # noqa: F401,F403\n")
     return task_name
 
 
@@ -368,7 +213,7 @@ def category_breakdown(name: str, samples: list[dict]) -> dict[str, float]:
     ``samples`` is ``simple_evaluate(...)["samples"][task_name]``: each holds the task's metric as a
     dict with ``score`` and ``category`` (see the module docstring). Tasks without categories give {}.
     """
-    metric = task_spec(name)["metric"]
+    metric = task_spec(name).metric
     by: dict[str, list[float]] = {}
     for s in samples:
         d = s.get(metric)

@@ -26,6 +26,9 @@ from __future__ import annotations
 
 import re
 import string
+from pathlib import Path
+
+from vtc.eval.tasks.base import LETTER_POST, TaskSpec, letters, register_task, rows_with
 
 __all__ = [
     "mcq_doc_to_visual",
@@ -70,3 +73,37 @@ def mcq_process_results(doc, results):
 
 def mcq_aggregate_results(results):
     return 100.0 * sum(r["score"] for r in results) / len(results) if results else 0.0
+
+
+def _read(src: Path) -> list[dict]:
+    rows = rows_with(src, ["*.jsonl", "*.json", "*.csv", "**/*.jsonl", "**/*.json"], "options")
+    for r in rows:
+        if isinstance(r["options"], str):  # a CSV cell: options separated by "|"
+            r["options"] = [o.strip() for o in r["options"].split("|")]
+        if not r.get("category"):
+            r.pop("category", None)
+    return rows
+
+
+def _check(row: dict, data_file: Path) -> str | None:
+    if not isinstance(row["options"], list) or not 2 <= len(row["options"]) <= 26:
+        return "options must be a list of 2 to 26 choices"
+    if row["answer"] not in letters(len(row["options"])):
+        return f"answer {row['answer']!r} is not one of the {len(row['options'])} option letters"
+    return None
+
+
+SPEC = register_task(
+    TaskSpec(
+        name="mcq",
+        lmms_eval="(none: vtc's generic multiple-choice format)",
+        metric="mcq_accuracy",
+        scale=1,
+        kwargs={"pre_prompt": "", "post_prompt": LETTER_POST},
+        category="category",
+        required=("video", "question", "options", "answer"),
+        read=_read,
+        expected="one *.jsonl/*.json/*.csv with video, question, options, answer",
+        check=_check,
+    )
+)

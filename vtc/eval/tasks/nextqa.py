@@ -13,7 +13,9 @@ of those booleans, a fraction in [0, 1]; here it is the same mean, with the per-
 
 from __future__ import annotations
 
-from lmms_eval.tasks._task_utils.mmmu_mcq_utils import parse_mmmu_multi_choice_response
+from pathlib import Path
+
+from vtc.eval.tasks.base import TaskSpec, register_task, rows_with
 
 __all__ = [
     "nextqa_doc_to_visual",
@@ -48,6 +50,8 @@ def nextqa_doc_to_target(doc):
 
 
 def nextqa_process_results(doc, results):
+    from lmms_eval.tasks._task_utils.mmmu_mcq_utils import parse_mmmu_multi_choice_response
+
     index2ans = {OPTIONS[i]: doc[f"a{i}"].strip() for i in range(5)}
     parsed = parse_mmmu_multi_choice_response(results[0], OPTIONS, index2ans)
     correct = parsed == OPTIONS[int(doc["answer"])]
@@ -56,3 +60,35 @@ def nextqa_process_results(doc, results):
 
 def nextqa_aggregate_results(results):
     return sum(r["score"] for r in results) / len(results) if results else 0.0
+
+
+def _read(src: Path) -> list[dict]:
+    rows = rows_with(src, ["MC/test-*.parquet", "**/MC/test-*.parquet", "**/test.csv", "**/*.csv"], "a0")
+    for r in rows:
+        r["answer"] = int(r["answer"])
+        r["video"] = str(r["video"])
+        for i in range(5):
+            r[f"a{i}"] = str(r[f"a{i}"])
+    return rows
+
+
+def _check(row: dict, data_file: Path) -> str | None:
+    if not isinstance(row["answer"], int) or not 0 <= row["answer"] <= 4:
+        return f"answer must be an option index 0-4, got {row['answer']!r}"
+    return None
+
+
+SPEC = register_task(
+    TaskSpec(
+        name="nextqa",
+        lmms_eval="nextqa_mc_test",
+        metric="exact_match",
+        scale=100,
+        target=None,
+        category="type",
+        required=("video", "question", "a0", "a1", "a2", "a3", "a4", "answer", "type"),
+        read=_read,
+        expected="MC/test-*.parquet or NExT-QA's test.csv (columns video, question, a0..a4, answer, type)",
+        check=_check,
+    )
+)

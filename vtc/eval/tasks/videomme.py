@@ -11,18 +11,20 @@ whose frame span [int(start·fps), int(end·fps)) holds one of ``frame_num`` = 3
 text of each.
 """
 
+# ruff: noqa: F822  (lmms-eval functions in __all__ resolve through the module __getattr__ below)
 from __future__ import annotations
 
+import importlib
 import os
 import re
+import shutil
+from pathlib import Path
 
 import numpy as np
-from lmms_eval.tasks.videomme.utils import (
-    load_subtitles,
-    videomme_aggregate_results,
-    videomme_doc_to_text,
-    videomme_process_results,
-)
+
+from vtc.eval.tasks.base import LETTER_POST, TaskSpec, lazy_exports, letters, register_task, rows_with
+
+_LMMS = "lmms_eval.tasks.videomme.utils"
 
 __all__ = [
     "videomme_doc_to_visual",
@@ -36,6 +38,16 @@ __all__ = [
     "subtitle_text",
 ]
 
+__getattr__ = lazy_exports(
+    _LMMS,
+    {
+        name: base
+        for base in ("videomme_doc_to_text", "videomme_process_results", "videomme_aggregate_results")
+        for name in (base, base.replace("videomme_", "videomme_w_subtitle_"))
+        if name != "videomme_w_subtitle_doc_to_text"
+    },
+)
+
 _FONT = re.compile(r'<font color="white" size=".72c">(.*?)</font>')
 
 
@@ -46,7 +58,8 @@ def videomme_doc_to_visual(doc):
 
 def subtitle_text(srt_path: str, fps: float, total_frames: int, frame_num: int = 32) -> str:
     """The subtitle lines lmms-eval's ``videomme_doc_to_text_subtitle`` shows for ``frame_num`` frames."""
-    spans = [(int(s * fps), int(e * fps), text) for (s, e), text in load_subtitles(srt_path).items()]
+    subtitles = importlib.import_module(_LMMS).load_subtitles(srt_path)
+    spans = [(int(s * fps), int(e * fps), text) for (s, e), text in subtitles.items()]
     if frame_num == -1:
         frame_num = total_frames
     sampled = np.linspace(0, total_frames - 1, frame_num, dtype=int).tolist()
@@ -88,5 +101,109 @@ def videomme_w_subtitle_doc_to_text(doc, lmms_eval_specific_kwargs=None):
 
 
 videomme_w_subtitle_doc_to_visual = videomme_doc_to_visual
-videomme_w_subtitle_process_results = videomme_process_results
-videomme_w_subtitle_aggregate_results = videomme_aggregate_results
+
+# lmms-eval/Video-MME's columns; the subtitle variant reads the same rows
+_COLUMNS = (
+    "videoID",
+    "question_id",
+    "duration",
+    "domain",
+    "sub_category",
+    "task_type",
+    "question",
+    "options",
+    "answer",
+)
+
+
+def subtitle_dir(data_file: Path) -> Path:
+    """Where a local Video-MME copy keeps its ``<videoID>.srt`` files: ``subtitles/`` beside the questions."""
+    return data_file.parent / "subtitles"
+
+
+def _read(src: Path) -> list[dict]:
+    return rows_with(
+        src,
+        ["videomme/test-*.parquet", "**/test-*.parquet", "**/*.parquet", "**/*.jsonl", "**/*.json"],
+        "videoID",
+    )
+
+
+def _check(row: dict, data_file: Path) -> str | None:
+    if row["answer"] not in letters(len(row["options"])):
+        return f"answer {row['answer']!r} is not one of the {len(row['options'])} option letters"
+    return None
+
+
+def _check_w_subtitle(row: dict, data_file: Path) -> str | None:
+    problem = _check(row, data_file)
+    if not problem and (subtitle_dir(data_file) / f"{row['videoID']}.srt").exists():
+        if not row.get("fps") or not row.get("total_frames"):
+            return "has a subtitle file but no fps/total_frames (needed to pick the subtitles of 32 frames)"
+    return problem
+
+
+def _stage_subtitles(src: Path, out: Path, rows: list[dict], manifest: dict[str, str]) -> None:
+    """Copy ``subtitle/<videoID>.srt`` to ``out/subtitles`` and add cv2's fps / frame count per row.
+
+    Only for videos that were found: lmms-eval picks the subtitles of 32 frames, which needs the
+    video's frame rate and length (a question whose video is missing cannot be evaluated anyway).
+    """
+    srts = {p.stem: p for p in (sorted(src.rglob("*.srt")) if src.is_dir() else [])}
+    if srts:
+        (out / "subtitles").mkdir(exist_ok=True)
+    info: dict[str, tuple[float, int]] = {}
+    for row in rows:
+        vid = row["videoID"]
+        if vid not in manifest:
+            continue
+        if vid in srts and not (out / "subtitles" / f"{vid}.srt").exists():
+            shutil.copyfile(srts[vid], out / "subtitles" / f"{vid}.srt")
+        if vid not in info:
+            info[vid] = _cv2_info(manifest[vid])
+        if vid in info and info[vid][0] > 0:
+            row["fps"], row["total_frames"] = info[vid]
+
+
+def _cv2_info(path: str) -> tuple[float, int]:
+    """(fps, frame count) as lmms-eval's Video-MME subtitle code reads them (cv2 container properties)."""
+    import cv2
+
+    cap = cv2.VideoCapture(path)
+    try:
+        return float(cap.get(cv2.CAP_PROP_FPS) or 0.0), int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    finally:
+        cap.release()
+
+
+_SHARED = dict(
+    metric="videomme_perception_score",
+    scale=1,
+    category="domain",
+    required=_COLUMNS,
+    read=_read,
+    expected="videomme/test-*.parquet with videoID rows; videos in data/, subtitles in subtitle/",
+    per_duration=True,
+    data_name="videomme",
+    stage=_stage_subtitles,
+)
+SPEC = register_task(
+    TaskSpec(
+        name="videomme",
+        lmms_eval="videomme",
+        kwargs={"pre_prompt": "", "post_prompt": LETTER_POST},
+        check=_check,
+        **_SHARED,
+    )
+)
+SPEC_W_SUBTITLE = register_task(
+    TaskSpec(
+        name="videomme_w_subtitle",
+        lmms_eval="videomme_w_subtitle",
+        # lmms-eval's w_subtitle prompt ends with "The best answer is:" and ignores post_prompt.
+        kwargs={"frame_num": 32, "pre_prompt": "", "post_prompt": ""},
+        check=_check_w_subtitle,
+        local_kwargs=lambda data_file: {"subtitle_dir": str(subtitle_dir(data_file))},
+        **_SHARED,
+    )
+)
