@@ -45,16 +45,14 @@ def encode_only(videos, frames: int, backend: str, model: str) -> float:
 
 
 def pipeline(videos, frames: int, backend: str, model: str) -> float:
-    from vtc.stages.extract import extract
+    from vtc.stages.extract import ExtractOptions, extract
 
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
         s = extract(
-            [str(v) for v in videos],
-            Path(d) / "f.zarr",
-            model=model,
-            frames=frames,
-            backend=backend,
+            ExtractOptions(
+                [str(v) for v in videos], Path(d) / "f.zarr", model=model, frames=frames, backend=backend
+            ),
             quiet=True,
         )
         dt = time.perf_counter() - t0

@@ -88,7 +88,7 @@ def synthetic_store(path: Path, videos: int, frames: int, grid: tuple[int, int],
 def compress_cuda(device: str, smoke: bool) -> dict:
     from vtc.cache import Store
     from vtc.reducers import list_reducers
-    from vtc.stages.compress import compress
+    from vtc.stages.compress import CompressOptions, compress
 
     shape = (
         dict(videos=2, frames=4, grid=(6, 6), dim=16)
@@ -101,8 +101,13 @@ def compress_cuda(device: str, smoke: bool) -> dict:
         for name in list_reducers():
             row: dict = {}
             try:
-                a = compress(feats, name, out=Path(tmp) / f"{name}.cpu.zarr", device="cpu", quiet=True)
-                b = compress(feats, name, out=Path(tmp) / f"{name}.dev.zarr", device=device, quiet=True)
+                a = compress(
+                    CompressOptions(feats, name, out=Path(tmp) / f"{name}.cpu.zarr", device="cpu"), quiet=True
+                )
+                b = compress(
+                    CompressOptions(feats, name, out=Path(tmp) / f"{name}.dev.zarr", device=device),
+                    quiet=True,
+                )
                 row.update(cpu_s=a.seconds, device_s=b.seconds, speedup=a.seconds / max(b.seconds, 1e-9))
                 row["equal_counts"] = a.llm_tokens == b.llm_tokens
                 sa, sb = Store.open(a.out), Store.open(b.out)
@@ -131,7 +136,7 @@ def extract_so400m(device: str, smoke: bool) -> dict:
     from vtc.encoders.tiny import tiny_vision_config
     from vtc.encoders.vision import VisionEncoder
     from vtc.stages.demo import synth_video
-    from vtc.stages.extract import extract
+    from vtc.stages.extract import ExtractOptions, extract
 
     dtype = "fp32" if device == "cpu" else "bf16"
     from extract import SO400M
@@ -159,13 +164,15 @@ def extract_so400m(device: str, smoke: bool) -> dict:
         res["tower_frames_per_s"] = batch / statistics.median(times)
         videos = [str(synth_video(Path(tmp) / f"v{i}.mp4", n_frames=48, seed=i)) for i in range(n_videos)]
         s = extract(
-            videos,
-            Path(tmp) / "f.zarr",
-            model=str(Path(tmp) / "so400m"),
-            frames=frames,
-            device=device,
-            dtype=dtype,
-            batch_size=batch,
+            ExtractOptions(
+                videos,
+                Path(tmp) / "f.zarr",
+                model=str(Path(tmp) / "so400m"),
+                frames=frames,
+                device=device,
+                dtype=dtype,
+                batch_size=batch,
+            ),
             quiet=True,
         )
         res.update(

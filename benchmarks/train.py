@@ -37,7 +37,7 @@ def main() -> None:
 
     from vtc.encoders.tiny import build_tiny_checkpoints
     from vtc.encoders.vision import VisionEncoder
-    from vtc.stages.extract import extract
+    from vtc.stages.extract import ExtractOptions, extract
     from vtc.stages.train import Trainer, TrainOptions
     from vtc.video import DecodeWorker, SamplingPolicy
     from vtc.video.synthetic import make_synthetic_qa
@@ -46,7 +46,7 @@ def main() -> None:
         tmp = Path(tmp)
         model = args.model or str(build_tiny_checkpoints(tmp / "models")["llava_ov"])
         paths = make_synthetic_qa(tmp / "syn", n_train=8, n_test=8)
-        extract([str(paths["videos"])], tmp / "feats.zarr", model=model, frames=8, quiet=True)
+        extract(ExtractOptions([str(paths["videos"])], tmp / "feats.zarr", model=model, frames=8), quiet=True)
         opt = TrainOptions(
             data=str(paths["train"]), model=model, adapters="projector,full", out=str(tmp / "run"),
             features=str(tmp / "feats.zarr"), method=args.method, steps=10_000, lr=1e-4,

@@ -5,7 +5,7 @@ import pytest
 
 from vtc.cache import Store
 from vtc.errors import VtcError
-from vtc.stages.compress import compress, default_out
+from vtc.stages.compress import CompressOptions, compress, default_out
 
 
 @pytest.fixture()
@@ -26,7 +26,9 @@ def store_with_failure(tmp_path):
 
 
 def test_failed_videos_are_skipped_and_counted(store_with_failure, tmp_path):
-    s = compress(store_with_failure, "tome", {"budget": "10"}, out=tmp_path / "t.zarr", quiet=True)
+    s = compress(
+        CompressOptions(store_with_failure, "tome", {"budget": "10"}, out=tmp_path / "t.zarr"), quiet=True
+    )
     assert (s.done, s.parent_failed) == (2, 1)
     tok = Store.open(tmp_path / "t.zarr", kind="tokens")
     assert set(tok.done()) == {"a", "b"} and not tok.failed()
@@ -34,20 +36,33 @@ def test_failed_videos_are_skipped_and_counted(store_with_failure, tmp_path):
 
 
 def test_rerun_resumes_and_same_seed_is_bit_identical(store_with_failure, tmp_path):
-    a = compress(store_with_failure, "random", {"budget": "7"}, out=tmp_path / "r1.zarr", seed=3, quiet=True)
+    a = compress(
+        CompressOptions(store_with_failure, "random", {"budget": "7"}, out=tmp_path / "r1.zarr", seed=3),
+        quiet=True,
+    )
     again = compress(
-        store_with_failure, "random", {"budget": "7"}, out=tmp_path / "r1.zarr", seed=3, quiet=True
+        CompressOptions(store_with_failure, "random", {"budget": "7"}, out=tmp_path / "r1.zarr", seed=3),
+        quiet=True,
     )
     assert (a.done, again.done, again.skipped) == (2, 0, 2)
-    compress(store_with_failure, "random", {"budget": "7"}, out=tmp_path / "r2.zarr", seed=3, quiet=True)
-    compress(store_with_failure, "random", {"budget": "7"}, out=tmp_path / "r3.zarr", seed=4, quiet=True)
+    compress(
+        CompressOptions(store_with_failure, "random", {"budget": "7"}, out=tmp_path / "r2.zarr", seed=3),
+        quiet=True,
+    )
+    compress(
+        CompressOptions(store_with_failure, "random", {"budget": "7"}, out=tmp_path / "r3.zarr", seed=4),
+        quiet=True,
+    )
     src = {p: Store.open(tmp_path / p).read("a")[0]["src"][...] for p in ("r1.zarr", "r2.zarr", "r3.zarr")}
     assert np.array_equal(src["r1.zarr"], src["r2.zarr"]) and not np.array_equal(
         src["r1.zarr"], src["r3.zarr"]
     )
     assert Store.open(tmp_path / "r3.zarr").meta["identity"]["method"]["seed"] == 4
     with pytest.raises(VtcError, match="different provenance"):
-        compress(store_with_failure, "random", {"budget": "8"}, out=tmp_path / "r1.zarr", seed=3, quiet=True)
+        compress(
+            CompressOptions(store_with_failure, "random", {"budget": "8"}, out=tmp_path / "r1.zarr", seed=3),
+            quiet=True,
+        )
 
 
 def test_default_out_is_named_by_content(store_with_failure):
@@ -65,7 +80,9 @@ def test_cuda_device_without_cuda_is_a_clear_error(store_with_failure, tmp_path)
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA; the GPU path is tested in test_reducers_on_cuda_match_cpu")
     with pytest.raises(VtcError, match="CUDA is not available"):
-        compress(store_with_failure, "tome", out=tmp_path / "t.zarr", device="cuda", quiet=True)
+        compress(
+            CompressOptions(store_with_failure, "tome", out=tmp_path / "t.zarr", device="cuda"), quiet=True
+        )
 
 
 @pytest.mark.gpu

@@ -13,7 +13,7 @@ import torch
 from tests.conftest import write_videomme_questions
 from vtc.errors import VtcError
 from vtc.eval.llava import LlavaRunner, TokenSource, prompt_ids
-from vtc.stages.compress import compress
+from vtc.stages.compress import CompressOptions, compress
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,9 @@ def runner(tiny_ckpt):
 
 @pytest.fixture(scope="module")
 def none_store(feature_store, tmp_path_factory):
-    s = compress(feature_store, "none", out=tmp_path_factory.mktemp("tok") / "none.zarr", quiet=True)
+    s = compress(
+        CompressOptions(feature_store, "none", out=tmp_path_factory.mktemp("tok") / "none.zarr"), quiet=True
+    )
     assert s.vs_stock == 1.0 and s.llm_tokens == (4 + 3) * 196 + 2
     return s.out
 
@@ -45,7 +47,8 @@ def test_none_logits_equal_stock_pixel_path(runner, none_store, frames_by_video)
     assert (stock - mine).abs().max().item() < 1e-5
     # the comparison can fail: another plan (pool stride 3) gives other logits
     other = compress(
-        src.features.path, "pool", {"stride": "3"}, out=src.tokens.path.parent / "p3.zarr", quiet=True
+        CompressOptions(src.features.path, "pool", {"stride": "3"}, out=src.tokens.path.parent / "p3.zarr"),
+        quiet=True,
     )
     f3, r3 = TokenSource(other.out).load("vid_a")
     assert r3.n_llm_tokens == 4 * 81 + 1
@@ -80,13 +83,17 @@ def test_entry_point_registers_the_model():
 
 
 def test_eval_local_videomme(tiny_ckpt, none_store, tmp_path):
-    from vtc.stages.evaluate import evaluate
+    from vtc.stages.evaluate import EvalOptions, evaluate
 
     data = write_videomme_questions(
         tmp_path / "data" / "q.jsonl",
         [("vid_a", "short", "A"), ("vid_b", "long", "B"), ("vid_a", "short", "C")],
     )
-    r = evaluate("videomme", none_store, str(tiny_ckpt["llava_ov"]), data=data.parent, out=tmp_path / "out")
+    r = evaluate(
+        EvalOptions(
+            "videomme", none_store, str(tiny_ckpt["llava_ov"]), data=data.parent, out=tmp_path / "out"
+        )
+    )
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert saved["accuracy"] == r["accuracy"]
     assert r["n_samples"] == 3 and len(r["samples"]) == 3
@@ -102,22 +109,32 @@ def test_eval_local_videomme(tiny_ckpt, none_store, tmp_path):
 
 
 def test_eval_fails_loudly(tiny_ckpt, none_store, tmp_path):
-    from vtc.stages.evaluate import evaluate
+    from vtc.stages.evaluate import EvalOptions, evaluate
 
     with pytest.raises(VtcError, match="does not exist"):
         evaluate(
-            "videomme", none_store, str(tiny_ckpt["llava_ov"]), data=tmp_path / "missing", out=tmp_path / "o"
+            EvalOptions(
+                "videomme",
+                none_store,
+                str(tiny_ckpt["llava_ov"]),
+                data=tmp_path / "missing",
+                out=tmp_path / "o",
+            )
         )
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "q.jsonl").write_text(json.dumps({"videoID": "vid_a", "question": "?"}) + "\n")
     with pytest.raises(VtcError, match="missing question_id"):
-        evaluate("videomme", none_store, str(tiny_ckpt["llava_ov"]), data=bad, out=tmp_path / "o")
+        evaluate(
+            EvalOptions("videomme", none_store, str(tiny_ckpt["llava_ov"]), data=bad, out=tmp_path / "o")
+        )
     with pytest.raises(VtcError, match="unknown task 'no_such_task'"):
-        evaluate("no_such_task", none_store, str(tiny_ckpt["llava_ov"]), out=tmp_path / "o")
+        evaluate(EvalOptions("no_such_task", none_store, str(tiny_ckpt["llava_ov"]), out=tmp_path / "o"))
     q = write_videomme_questions(tmp_path / "d2" / "q.jsonl", [("not_extracted", "short", "A")])
     with pytest.raises(VtcError, match="'not_extracted' is not in the store"):
-        evaluate("videomme", none_store, str(tiny_ckpt["llava_ov"]), data=q.parent, out=tmp_path / "o")
+        evaluate(
+            EvalOptions("videomme", none_store, str(tiny_ckpt["llava_ov"]), data=q.parent, out=tmp_path / "o")
+        )
 
 
 @pytest.mark.slow

@@ -10,8 +10,8 @@ import torch
 from tests.conftest import write_videomme_questions
 from vtc.errors import VtcError
 from vtc.eval.llava import LlavaRunner, TokenSource
-from vtc.stages.compress import compress
-from vtc.stages.evaluate import evaluate
+from vtc.stages.compress import CompressOptions, compress
+from vtc.stages.evaluate import EvalOptions, evaluate
 
 QUESTIONS = [
     ("vid_a", "short", "A"),
@@ -25,11 +25,13 @@ QUESTIONS = [
 def stores(feature_store, tmp_path_factory):
     d = tmp_path_factory.mktemp("tok")
     return {
-        "none": compress(feature_store, "none", out=d / "none.zarr", quiet=True).out,
+        "none": compress(CompressOptions(feature_store, "none", out=d / "none.zarr"), quiet=True).out,
         "dycoke0": compress(
-            feature_store, "dycoke", {"k": "0", "odd": "keep"}, out=d / "d0.zarr", quiet=True
+            CompressOptions(feature_store, "dycoke", {"k": "0", "odd": "keep"}, out=d / "d0.zarr"), quiet=True
         ).out,
-        "dycoke": compress(feature_store, "dycoke", {"k": "0.7"}, out=d / "dycoke.zarr", quiet=True).out,
+        "dycoke": compress(
+            CompressOptions(feature_store, "dycoke", {"k": "0.7"}, out=d / "dycoke.zarr"), quiet=True
+        ).out,
     }
 
 
@@ -48,7 +50,7 @@ def _answers(r: dict) -> list:
 
 
 def test_results_json_carries_every_metric(stores, data, model, tmp_path):
-    r = evaluate("videomme", stores["dycoke"], model, data=data, out=tmp_path / "o", seed=3)
+    r = evaluate(EvalOptions("videomme", stores["dycoke"], model, data=data, out=tmp_path / "o", seed=3))
     saved = json.loads((tmp_path / "o" / "results.json").read_text())
     for key in ("accuracy", "visual_tokens", "visual_tokens_decode", "tokdense", "flops", "measured"):
         assert key in saved, key
@@ -78,16 +80,16 @@ def test_zero_compression_equals_none(stores, data, model, tmp_path):
         b = runner.run(*TokenSource(stores["dycoke0"]).load(vid), "What is shown?", keep_logits=True)
         assert a.visual_prefill == b.visual_prefill
         assert a.token_ids == b.token_ids and torch.equal(a.logits, b.logits)
-    ra = evaluate("videomme", stores["none"], model, data=data, out=tmp_path / "a")
-    rb = evaluate("videomme", stores["dycoke0"], model, data=data, out=tmp_path / "b")
+    ra = evaluate(EvalOptions("videomme", stores["none"], model, data=data, out=tmp_path / "a"))
+    rb = evaluate(EvalOptions("videomme", stores["dycoke0"], model, data=data, out=tmp_path / "b"))
     assert _answers(ra) == _answers(rb) and ra["accuracy"] == rb["accuracy"]
     # and a real reduction is not the same run (the comparison above can fail)
-    rc = evaluate("videomme", stores["dycoke"], model, data=data, out=tmp_path / "c")
+    rc = evaluate(EvalOptions("videomme", stores["dycoke"], model, data=data, out=tmp_path / "c"))
     assert rc["visual_tokens"]["mean"] < ra["visual_tokens"]["mean"]
 
 
 def test_interrupted_evaluation_resumes_to_the_same_results(stores, data, model, tmp_path, monkeypatch):
-    whole = evaluate("videomme", stores["dycoke"], model, data=data, out=tmp_path / "whole")
+    whole = evaluate(EvalOptions("videomme", stores["dycoke"], model, data=data, out=tmp_path / "whole"))
 
     calls = {"n": 0}
     real_run = LlavaRunner.run
@@ -100,11 +102,11 @@ def test_interrupted_evaluation_resumes_to_the_same_results(stores, data, model,
 
     monkeypatch.setattr(LlavaRunner, "run", dies_on_third)
     with pytest.raises(VtcError, match="simulated crash"):
-        evaluate("videomme", stores["dycoke"], model, data=data, out=tmp_path / "cut")
+        evaluate(EvalOptions("videomme", stores["dycoke"], model, data=data, out=tmp_path / "cut"))
     journal = (tmp_path / "cut" / "answers.jsonl").read_text().splitlines()
     assert len(journal) == 2
     monkeypatch.setattr(LlavaRunner, "run", real_run)
-    resumed = evaluate("videomme", stores["dycoke"], model, data=data, out=tmp_path / "cut")
+    resumed = evaluate(EvalOptions("videomme", stores["dycoke"], model, data=data, out=tmp_path / "cut"))
     assert resumed["measured"]["resumed_samples"] == 2
     assert _answers(resumed) == _answers(whole)
     assert resumed["accuracy"] == whole["accuracy"] and resumed["metrics"] == whole["metrics"]
@@ -113,25 +115,29 @@ def test_interrupted_evaluation_resumes_to_the_same_results(stores, data, model,
 
 def test_a_torn_journal_line_is_not_an_answer(stores, data, model, tmp_path):
     out = tmp_path / "o"
-    evaluate("videomme", stores["none"], model, data=data, out=out, limit=2)
+    evaluate(EvalOptions("videomme", stores["none"], model, data=data, out=out, limit=2))
     path = out / "answers.jsonl"
     lines = path.read_text().splitlines()
     path.write_text(lines[0] + "\n" + lines[1][: len(lines[1]) // 2])  # killed mid-write
-    r = evaluate("videomme", stores["none"], model, data=data, out=out, limit=2)
+    r = evaluate(EvalOptions("videomme", stores["none"], model, data=data, out=out, limit=2))
     assert r["measured"]["resumed_samples"] == 1 and r["n_samples"] == 2
 
 
 def test_a_different_run_in_the_same_out_is_refused(stores, data, model, tmp_path):
     out = tmp_path / "o"
-    evaluate("videomme", stores["none"], model, data=data, out=out, limit=1)
+    evaluate(EvalOptions("videomme", stores["none"], model, data=data, out=out, limit=1))
     with pytest.raises(VtcError, match="'method' differs.*--fresh"):
-        evaluate("videomme", stores["dycoke"], model, data=data, out=out, limit=1)
-    r = evaluate("videomme", stores["dycoke"], model, data=data, out=out, limit=1, fresh=True)
+        evaluate(EvalOptions("videomme", stores["dycoke"], model, data=data, out=out, limit=1))
+    r = evaluate(EvalOptions("videomme", stores["dycoke"], model, data=data, out=out, limit=1, fresh=True))
     assert r["measured"]["resumed_samples"] == 0
 
 
 def test_log_samples_writes_every_prompt(stores, data, model, tmp_path):
-    evaluate("videomme", stores["none"], model, data=data, out=tmp_path / "o", limit=2, log_samples=True)
+    evaluate(
+        EvalOptions(
+            "videomme", stores["none"], model, data=data, out=tmp_path / "o", limit=2, log_samples=True
+        )
+    )
     rows = [json.loads(x) for x in (tmp_path / "o" / "samples.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and all("arguments" in r or "input" in r for r in rows)
 
@@ -153,18 +159,17 @@ def test_cli_eval_routes_tasks_and_subcommands(stores, data, model, tmp_path, ca
 
 
 def test_batched_evaluation_gives_the_same_answers(stores, data, model, tmp_path):
-    one = evaluate("videomme", stores["dycoke"], model, data=data, out=tmp_path / "b1")
-    two = evaluate("videomme", stores["dycoke"], model, data=data, out=tmp_path / "b2", batch_size=3)
+    one = evaluate(EvalOptions("videomme", stores["dycoke"], model, data=data, out=tmp_path / "b1"))
+    two = evaluate(
+        EvalOptions("videomme", stores["dycoke"], model, data=data, out=tmp_path / "b2", batch_size=3)
+    )
     assert _answers(one) == _answers(two) and two["batch_size"] == 3
 
 
 def test_online_methods_through_evaluate(stores, data, model, tmp_path):
     """The online method's pruning shows in decode tokens and FLOPs, and is recorded as a config."""
-    base = evaluate("videomme", stores["none"], model, data=data, out=tmp_path / "none", limit=2)
-    kv = evaluate(
-        "videomme", stores["none"], model, data=data, out=tmp_path / "kv", limit=2,
-        online="dycoke-kv", online_params={"l": "1", "p": "0.7"}, max_new_tokens=4,
-    )  # fmt: skip
+    base = evaluate(EvalOptions("videomme", stores["none"], model, data=data, out=tmp_path / "none", limit=2))
+    kv = evaluate(EvalOptions("videomme", stores["none"], model, data=data, out=tmp_path / "kv", limit=2, online="dycoke-kv", online_params={"l": "1", "p": "0.7"}, max_new_tokens=4))  # fmt: skip
     assert kv["online"] == {"method": "dycoke-kv", "l": 1, "p": 0.7, "tau": 0.9}
     assert kv["visual_tokens"] == base["visual_tokens"]  # prefill unchanged
     # every decode step sees floor(0.3 * N) visual tokens in the last layer
@@ -173,14 +178,17 @@ def test_online_methods_through_evaluate(stores, data, model, tmp_path):
     for s, b in decoded:
         assert s["visual_tokens_decode"] == int(0.3 * b["visual_tokens"])
     assert kv["visual_tokens_decode"]["mean"] < base["visual_tokens_decode"]["mean"]
-    fv = evaluate(
-        "videomme", stores["none"], model, data=data, out=tmp_path / "fv", limit=2,
-        online="fastv", online_params={"k": "1", "ratio": "0.25"},
-    )  # fmt: skip
+    fv = evaluate(EvalOptions("videomme", stores["none"], model, data=data, out=tmp_path / "fv", limit=2, online="fastv", online_params={"k": "1", "ratio": "0.25"}))  # fmt: skip
     assert fv["flops"]["mean_per_sample"]["prefill"] < base["flops"]["mean_per_sample"]["prefill"]
     with pytest.raises(VtcError, match="batch-size 1"):
         evaluate(
-            "videomme", stores["none"], model, data=data, out=tmp_path / "x", online="fastv", batch_size=2
+            EvalOptions(
+                "videomme", stores["none"], model, data=data, out=tmp_path / "x", online="fastv", batch_size=2
+            )
         )
     with pytest.raises(VtcError, match="--online"):
-        evaluate("videomme", stores["none"], model, data=data, out=tmp_path / "y", online_params={"p": "1"})
+        evaluate(
+            EvalOptions(
+                "videomme", stores["none"], model, data=data, out=tmp_path / "y", online_params={"p": "1"}
+            )
+        )

@@ -16,7 +16,7 @@ from tests.videos import make_audio_only, make_corrupt, make_empty, make_truncat
 from vtc.cache import INDEX_FILE, Store
 from vtc.errors import VtcError
 from vtc.stages.demo import synth_video
-from vtc.stages.extract import extract
+from vtc.stages.extract import ExtractOptions, extract
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,10 @@ def videos(tmp_path_factory):
 
 
 def test_extract_writes_features_and_metadata(videos, tiny_ckpt, tmp_path):
-    s = extract([str(videos)], tmp_path / "f.zarr", model=str(tiny_ckpt["llava_ov"]), frames=4, quiet=True)
+    s = extract(
+        ExtractOptions([str(videos)], tmp_path / "f.zarr", model=str(tiny_ckpt["llava_ov"]), frames=4),
+        quiet=True,
+    )
     assert (s.done, s.skipped, s.failed, s.frames) == (3, 0, [], 12)
     st = Store.open(tmp_path / "f.zarr", kind="features")
     assert sorted(st.done()) == ["clip0", "clip1", "clip2"]
@@ -54,27 +57,30 @@ def test_extract_writes_features_and_metadata(videos, tiny_ckpt, tmp_path):
 
 
 def test_rerun_skips_done_and_refuses_other_provenance(videos, tiny_ckpt, tmp_path):
-    kw = {"model": str(tiny_ckpt["llava_ov"]), "quiet": True}
-    extract([str(videos / "clip0.mp4")], tmp_path / "f.zarr", frames=4, **kw)
-    s = extract([str(videos)], tmp_path / "f.zarr", frames=4, **kw)
+    kw = {"model": str(tiny_ckpt["llava_ov"])}
+    extract(ExtractOptions([str(videos / "clip0.mp4")], tmp_path / "f.zarr", frames=4, **kw), quiet=True)
+    s = extract(ExtractOptions([str(videos)], tmp_path / "f.zarr", frames=4, **kw), quiet=True)
     assert (s.done, s.skipped) == (2, 1)
     lines = (tmp_path / "f.zarr" / INDEX_FILE).read_text().splitlines()
     assert len(lines) == 3  # nothing written twice
     with pytest.raises(
         VtcError, match=r"different provenance \(sampling.frames: store has 4, this run has 6\)"
     ):
-        extract([str(videos)], tmp_path / "f.zarr", frames=6, **kw)
+        extract(ExtractOptions([str(videos)], tmp_path / "f.zarr", frames=6, **kw), quiet=True)
     with pytest.raises(VtcError, match="different provenance"):
-        extract([str(videos)], tmp_path / "f.zarr", frames=4, storage_dtype="float32", **kw)
+        extract(
+            ExtractOptions([str(videos)], tmp_path / "f.zarr", frames=4, storage_dtype="float32", **kw),
+            quiet=True,
+        )
 
 
 def test_changed_file_is_extracted_again(videos, tiny_ckpt, tmp_path):
     v = tmp_path / "v.mp4"
     synth_video(v, n_frames=12, seed=1)
-    kw = {"model": str(tiny_ckpt["llava_ov"]), "frames": 4, "quiet": True}
-    extract([str(v)], tmp_path / "f.zarr", **kw)
+    kw = {"model": str(tiny_ckpt["llava_ov"]), "frames": 4}
+    extract(ExtractOptions([str(v)], tmp_path / "f.zarr", **kw), quiet=True)
     synth_video(v, n_frames=20, seed=2)
-    s = extract([str(v)], tmp_path / "f.zarr", **kw)
+    s = extract(ExtractOptions([str(v)], tmp_path / "f.zarr", **kw), quiet=True)
     assert (s.done, s.skipped) == (1, 0)
     assert Store.open(tmp_path / "f.zarr").read("v")[1]["total_frames"] == 20
 
@@ -87,7 +93,9 @@ def test_bad_inputs_are_recorded_and_skipped(videos, tiny_ckpt, tmp_path):
     make_truncated(videos / "clip2.mp4", bad / "truncated.mp4", keep_fraction=0.05)
     make_audio_only(bad / "audio.mp4")
     inputs = [str(videos / "clip0.mp4"), str(bad), str(tmp_path / "missing.mp4")]
-    s = extract(inputs, tmp_path / "f.zarr", model=str(tiny_ckpt["llava_ov"]), frames=4, quiet=True)
+    s = extract(
+        ExtractOptions(inputs, tmp_path / "f.zarr", model=str(tiny_ckpt["llava_ov"]), frames=4), quiet=True
+    )
     failed = {f["id"]: f["reason"] for f in s.failed}
     assert s.done == 1
     assert set(failed) == {"corrupt", "empty", "truncated", "audio", "missing"}
@@ -104,11 +112,7 @@ def test_hanging_and_crashing_decoders_cost_one_video_each(videos, tiny_ckpt, tm
         (d / f"{name}.mp4").write_bytes((videos / "clip0.mp4").read_bytes())
     t0 = time.time()
     s = extract(
-        [str(d)],
-        tmp_path / "f.zarr",
-        model=str(tiny_ckpt["llava_ov"]),
-        frames=4,
-        timeout=3,
+        ExtractOptions([str(d)], tmp_path / "f.zarr", model=str(tiny_ckpt["llava_ov"]), frames=4, timeout=3),
         quiet=True,
         _decode_fn="tests.videos:faulty_decode",
     )
@@ -121,26 +125,30 @@ def test_hanging_and_crashing_decoders_cost_one_video_each(videos, tiny_ckpt, tm
 
 
 def test_bad_options_are_one_line_errors(videos, tiny_ckpt, tmp_path):
-    kw = {"model": str(tiny_ckpt["llava_ov"]), "quiet": True}
+    kw = {"model": str(tiny_ckpt["llava_ov"])}
     with pytest.raises(VtcError, match="storage dtype"):
-        extract([str(videos)], tmp_path / "a.zarr", storage_dtype="bfloat16", **kw)
+        extract(
+            ExtractOptions([str(videos)], tmp_path / "a.zarr", storage_dtype="bfloat16", **kw), quiet=True
+        )
     with pytest.raises(VtcError, match="backend 'nope'"):
-        extract([str(videos)], tmp_path / "a.zarr", backend="nope", **kw)
+        extract(ExtractOptions([str(videos)], tmp_path / "a.zarr", backend="nope", **kw), quiet=True)
     with pytest.raises(VtcError, match="cannot load model config"):
-        extract([str(videos)], tmp_path / "a.zarr", model=str(tmp_path / "no-model"))
+        extract(ExtractOptions([str(videos)], tmp_path / "a.zarr", model=str(tmp_path / "no-model")))
     (tmp_path / "emptydir").mkdir()
     with pytest.raises(VtcError, match="no input videos"):
-        extract([str(tmp_path / "emptydir")], tmp_path / "a.zarr", **kw)
+        extract(ExtractOptions([str(tmp_path / "emptydir")], tmp_path / "a.zarr", **kw), quiet=True)
 
 
 def test_pyav_backend_and_fps_sampling(videos, tiny_ckpt, tmp_path):
     s = extract(
-        [str(videos / "clip2.mp4")],
-        tmp_path / "f.zarr",
-        model=str(tiny_ckpt["llava_ov"]),
-        backend="pyav",
-        fps=2.0,
-        max_frames=64,
+        ExtractOptions(
+            [str(videos / "clip2.mp4")],
+            tmp_path / "f.zarr",
+            model=str(tiny_ckpt["llava_ov"]),
+            backend="pyav",
+            fps=2.0,
+            max_frames=64,
+        ),
         quiet=True,
     )
     arrays, attrs = Store.open(tmp_path / "f.zarr").read("clip2")
@@ -189,7 +197,8 @@ def test_kill_9_then_resume_completes_without_duplicates(tiny_ckpt, tmp_path):
     assert len(lines) == 8 and len({e["id"] for e in lines}) == 8  # no duplicate commits
     # every video's data is complete and identical to a clean run
     clean = extract(
-        [str(vids)], tmp_path / "clean.zarr", model=str(tiny_ckpt["llava_ov"]), frames=8, quiet=True
+        ExtractOptions([str(vids)], tmp_path / "clean.zarr", model=str(tiny_ckpt["llava_ov"]), frames=8),
+        quiet=True,
     )
     assert clean.done == 8
     ref = Store.open(tmp_path / "clean.zarr")

@@ -18,10 +18,10 @@ from tests.videos import make_corrupt
 from vtc.cache import INDEX_FILE, Store
 from vtc.cache.jsonl import exclusive
 from vtc.errors import VtcError
-from vtc.stages.compress import compress
+from vtc.stages.compress import CompressOptions, compress
 from vtc.stages.demo import synth_video
-from vtc.stages.evaluate import evaluate
-from vtc.stages.extract import extract
+from vtc.stages.evaluate import EvalOptions, evaluate
+from vtc.stages.extract import ExtractOptions, extract
 
 
 def vtc(*args, timeout=300):
@@ -93,7 +93,7 @@ def test_foreign_index_lines_are_skipped_with_one_warning(feature_store, tmp_pat
 
 
 def test_foreign_token_index_line_does_not_break_info(feature_store, tmp_path):
-    tok = compress(feature_store, "pool", out=tmp_path / "t.zarr", quiet=True).out
+    tok = compress(CompressOptions(feature_store, "pool", out=tmp_path / "t.zarr"), quiet=True).out
     with open(Path(tok) / INDEX_FILE, "a") as f:
         f.write('{"id": "z", "status": "done", "key": "k"}\n')  # lacks the token counts info reads
     r = vtc("info", tok, "--json")
@@ -105,7 +105,7 @@ def test_foreign_token_index_line_does_not_break_info(feature_store, tmp_path):
 def answered(feature_store, data, tiny_ckpt, tmp_path_factory):
     """An evaluation output with two journalled answers (and its results, to compare resumed runs with)."""
     out = tmp_path_factory.mktemp("eval") / "o"
-    r = evaluate("videomme", feature_store, str(tiny_ckpt["llava_ov"]), data=data, out=out)
+    r = evaluate(EvalOptions("videomme", feature_store, str(tiny_ckpt["llava_ov"]), data=data, out=out))
     return out, r
 
 
@@ -122,7 +122,7 @@ def test_foreign_journal_lines_are_skipped_and_regenerated(answered, feature_sto
     lines = (out / "answers.jsonl").read_bytes().splitlines(keepends=True)
     (out / "answers.jsonl").write_bytes(lines[0] + junk)  # the second answer replaced by junk
     capsys.readouterr()
-    r = evaluate("videomme", feature_store, str(tiny_ckpt["llava_ov"]), data=data, out=out)
+    r = evaluate(EvalOptions("videomme", feature_store, str(tiny_ckpt["llava_ov"]), data=data, out=out))
     assert "answers.jsonl: skipped line 2" in capsys.readouterr().err
     assert r["measured"]["resumed_samples"] == 1 and r["n_samples"] == 2
     assert [s["answer"] for s in r["samples"]] == [s["answer"] for s in whole["samples"]]
@@ -158,11 +158,11 @@ def nan_store(feature_store, tmp_path_factory):
 
 @pytest.mark.parametrize("method", ["none", "pool", "dyntok", "dycoke", "tome", "vqtoken"])
 def test_compress_records_non_finite_features_as_failed(nan_store, feature_store, tmp_path, method):
-    s = compress(nan_store, method, out=tmp_path / "t.zarr", quiet=True)
+    s = compress(CompressOptions(nan_store, method, out=tmp_path / "t.zarr"), quiet=True)
     assert [f["id"] for f in s.failed] == ["vid_nan"] and "non-finite features (2 of" in s.failed[0]["reason"]
     tok = Store.open(tmp_path / "t.zarr")
     assert set(tok.done()) == {"vid_a", "vid_b"} and set(tok.failed()) == {"vid_nan"}
-    clean = compress(feature_store, method, out=tmp_path / "c.zarr", quiet=True)
+    clean = compress(CompressOptions(feature_store, method, out=tmp_path / "c.zarr"), quiet=True)
     assert s.llm_tokens == clean.llm_tokens  # the counts are the clean videos' own
     for vid in ("vid_a", "vid_b"):
         a, _ = tok.read(vid)
@@ -189,7 +189,10 @@ def test_extract_never_writes_non_finite_features(tiny_ckpt, clip, tmp_path):
     body = getattr(model, "vision_model", model)  # transformers 4.x nests it; 5.x does not
     body.embeddings.patch_embedding.weight.data[0, 0, 0, 0] = float("nan")
     model.save_pretrained(tmp_path / "nan-siglip")
-    s = extract([str(clip)], tmp_path / "f.zarr", model=str(tmp_path / "nan-siglip"), frames=2, quiet=True)
+    s = extract(
+        ExtractOptions([str(clip)], tmp_path / "f.zarr", model=str(tmp_path / "nan-siglip"), frames=2),
+        quiet=True,
+    )
     assert s.done == 0 and "non-finite features" in s.failed[0]["reason"]
     st = Store.open(tmp_path / "f.zarr")
     assert not st.done() and "non-finite" in st.failed()["ok"]["reason"]
@@ -260,9 +263,9 @@ def test_a_second_evaluation_into_the_same_out_is_refused(feature_store, data, t
     out.mkdir()
     with exclusive(out / ".lock", "held by the test"):
         with pytest.raises(VtcError, match="being written by another process"):
-            evaluate("videomme", feature_store, str(tiny_ckpt["llava_ov"]), data=data, out=out)
+            evaluate(EvalOptions("videomme", feature_store, str(tiny_ckpt["llava_ov"]), data=data, out=out))
     assert not (out / "answers.jsonl").exists()
-    r = evaluate("videomme", feature_store, str(tiny_ckpt["llava_ov"]), data=data, out=out)
+    r = evaluate(EvalOptions("videomme", feature_store, str(tiny_ckpt["llava_ov"]), data=data, out=out))
     assert r["n_samples"] == 2
 
 
@@ -312,8 +315,7 @@ def test_eval_with_a_truncated_checkpoint_is_one_line(tiny_ckpt, tmp_path):
 def test_a_directory_without_videos_is_named(tiny_ckpt, clip, tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("no videos here")
-    s = extract([str(clip), str(tmp_path / "empty")], tmp_path / "f.zarr", model=str(tiny_ckpt["siglip"]),
-                frames=2, quiet=True)  # fmt: skip
+    s = extract(ExtractOptions([str(clip), str(tmp_path / "empty")], tmp_path / "f.zarr", model=str(tiny_ckpt["siglip"]), frames=2), quiet=True)  # fmt: skip
     assert s.done == 1 and len(s.warnings) == 1 and "empty" in s.warnings[0]
     r = vtc("extract", clip, tmp_path / "empty", "--store", tmp_path / "g.zarr", "--model", tiny_ckpt["siglip"],
             "--frames", "2", "-q")  # fmt: skip
@@ -357,7 +359,7 @@ def test_a_damaged_chunk_fails_that_video_only(feature_store, data, tiny_ckpt, t
     key = Store.open(path).done()["vid_a"]["key"]
     chunk = next(p for p in sorted((path / "videos" / key / "features").rglob("*")) if p.is_file())
     chunk.write_bytes(chunk.read_bytes()[:50])  # truncated on disk
-    s = compress(path, "pool", out=tmp_path / "t.zarr", quiet=True)
+    s = compress(CompressOptions(path, "pool", out=tmp_path / "t.zarr"), quiet=True)
     assert s.done == 1 and [f["id"] for f in s.failed] == ["vid_a"]
     assert "array 'features' is damaged" in s.failed[0]["reason"]
     r = vtc("eval", "videomme", "--tokens", path, "--data", data, "--model", tiny_ckpt["llava_ov"],

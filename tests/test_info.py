@@ -1,6 +1,6 @@
 """`vtc info`: store summaries, token accounting against stock LLaVA-OV, histograms."""
 
-from vtc.stages.compress import compress
+from vtc.stages.compress import CompressOptions, compress
 from vtc.stages.info import histogram, store_info
 
 
@@ -17,7 +17,9 @@ def test_info_of_feature_and_token_stores(feature_store, tmp_path):
     assert f["kind"] == "features" and f["summary"]["videos done"] == 2 and f["summary"]["frames"] == 7
     assert f["summary"]["tokens per frame"] == 729
     assert sum(b["count"] for b in f["histogram"]) == 2
-    tok = compress(feature_store, "pool", {"stride": "3"}, out=tmp_path / "p3.zarr", quiet=True).out
+    tok = compress(
+        CompressOptions(feature_store, "pool", {"stride": "3"}, out=tmp_path / "p3.zarr"), quiet=True
+    ).out
     t = store_info(tok)
     # 4 + 3 frames of 9x9 plus one newline each, against stock 196/frame + 1
     assert t["summary"]["LLM tokens"] == 7 * 81 + 2
@@ -47,7 +49,7 @@ def test_module_flops_by_hand():
 
 
 def test_info_reports_module_flops(feature_store, tmp_path):
-    tok = compress(feature_store, "dyntok", out=tmp_path / "d.zarr", quiet=True).out
+    tok = compress(CompressOptions(feature_store, "dyntok", out=tmp_path / "d.zarr"), quiet=True).out
     assert float(store_info(tok)["summary"]["module FLOPs per video (mean, analytic)"]) > 0
 
 

@@ -259,9 +259,11 @@ def test_paper_formula_reproduces_dycoke_full_token_flops():
 
 def test_store_flops_means_per_video(feature_store, tmp_path):
     from vtc.cache import Store
-    from vtc.stages.compress import compress
+    from vtc.stages.compress import CompressOptions, compress
 
-    out = compress(feature_store, "dyntok", {"threshold": "0.5"}, out=tmp_path / "d.zarr", quiet=True).out
+    out = compress(
+        CompressOptions(feature_store, "dyntok", {"threshold": "0.5"}, out=tmp_path / "d.zarr"), quiet=True
+    ).out
     s = LLMShape.from_config(tiny_qwen2_config(num_hidden_layers=2))
     r = store_flops(out, s, n_text=10, n_new=4)
     done = Store.open(out).done()
@@ -313,9 +315,11 @@ def test_cli_json_round_trips_and_table_prints(capsys):
 
 
 def test_cli_with_a_token_store_and_errors(feature_store, tmp_path, tiny_ckpt, capsys):
-    from vtc.stages.compress import compress
+    from vtc.stages.compress import CompressOptions, compress
 
-    out = compress(feature_store, "pool", {"stride": "3"}, out=tmp_path / "p.zarr", quiet=True).out
+    out = compress(
+        CompressOptions(feature_store, "pool", {"stride": "3"}, out=tmp_path / "p.zarr"), quiet=True
+    ).out
     args = ["flops", "--tokens", out, "--model", tiny_ckpt["llava_ov"], "--json"]
     r = json.loads(_run_cli([str(a) for a in args], capsys).out)
     assert (

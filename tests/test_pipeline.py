@@ -9,10 +9,10 @@ import pytest
 
 from tests.conftest import write_videomme_questions
 from vtc.cache import Store, video_key
-from vtc.stages.compress import compress
+from vtc.stages.compress import CompressOptions, compress
 from vtc.stages.demo import synth_video
-from vtc.stages.evaluate import evaluate
-from vtc.stages.extract import extract
+from vtc.stages.evaluate import EvalOptions, evaluate
+from vtc.stages.extract import ExtractOptions, extract
 
 
 def _files(root: Path) -> set[str]:
@@ -26,7 +26,7 @@ def test_pipeline_artifacts(tiny_ckpt, tmp_path):
     for i, n in enumerate((10, 17)):
         synth_video(vids / f"v{i}.mp4", n_frames=n, seed=i + 1)
     feats = tmp_path / "feats.zarr"
-    s = extract([str(vids)], feats, model=str(tiny_ckpt["llava_ov"]), frames=3, quiet=True)
+    s = extract(ExtractOptions([str(vids)], feats, model=str(tiny_ckpt["llava_ov"]), frames=3), quiet=True)
     assert s.done == 2
 
     def video_files(key, names):
@@ -44,7 +44,9 @@ def test_pipeline_artifacts(tiny_ckpt, tmp_path):
         )
     assert _files(feats) == expected
 
-    tok = compress(feats, "dyntok", {"threshold": "0.5"}, out=tmp_path / "dyntok.zarr", quiet=True)
+    tok = compress(
+        CompressOptions(feats, "dyntok", {"threshold": "0.5"}, out=tmp_path / "dyntok.zarr"), quiet=True
+    )
     st = Store.open(tok.out, kind="tokens")
     assert st.meta["identity"]["method"] == {
         "method": "dyntok",
@@ -66,7 +68,9 @@ def test_pipeline_artifacts(tiny_ckpt, tmp_path):
     assert tok.vs_stock == tok.llm_tokens / tok.stock_tokens
 
     data = write_videomme_questions(tmp_path / "q" / "q.jsonl", [("v0", "short", "A"), ("v1", "long", "B")])
-    r = evaluate("videomme", tok.out, str(tiny_ckpt["llava_ov"]), data=data.parent, out=tmp_path / "eval")
+    r = evaluate(
+        EvalOptions("videomme", tok.out, str(tiny_ckpt["llava_ov"]), data=data.parent, out=tmp_path / "eval")
+    )
     assert _files(tmp_path / "eval") == {
         "results.json",
         "run.json",  # what the answers in the journal were produced with

@@ -14,7 +14,7 @@ from vtc.errors import VtcError
 from vtc.reducers import Reduction, get_reducer, list_reducers
 from vtc.reducers.batch import natively_batched, reduce_batch
 from vtc.reducers.registry import ReducerError
-from vtc.stages.compress import compress, default_out
+from vtc.stages.compress import CompressOptions, compress, default_out
 
 # every registered method with its defaults and the contract's extra settings, plus settings that
 # change the batched code path (budgets that split frames unevenly, merging, odd-T handling)
@@ -155,8 +155,12 @@ def store_content(path) -> dict:
     [("dycoke", {}), ("tome", {"budget": "7"}), ("visionzip", {"budget": "12"}), ("vqtoken", {"k": "5"})],
 )
 def test_compress_store_is_the_same_for_any_batch_size(mixed_store, tmp_path, method, params):
-    one = compress(mixed_store, method, params, out=tmp_path / "one.zarr", quiet=True, batch_size=1)
-    four = compress(mixed_store, method, params, out=tmp_path / "four.zarr", quiet=True, batch_size=4)
+    one = compress(
+        CompressOptions(mixed_store, method, params, out=tmp_path / "one.zarr", batch_size=1), quiet=True
+    )
+    four = compress(
+        CompressOptions(mixed_store, method, params, out=tmp_path / "four.zarr", batch_size=4), quiet=True
+    )
     assert one.done == four.done == 7 and one.llm_tokens == four.llm_tokens
     a, b = store_content(tmp_path / "one.zarr"), store_content(tmp_path / "four.zarr")
     assert a == b
@@ -170,7 +174,9 @@ def test_compress_store_is_the_same_for_any_batch_size(mixed_store, tmp_path, me
 
 
 def test_compress_resumes_after_a_failure_mid_batch(mixed_store, tmp_path, monkeypatch):
-    ref = compress(mixed_store, "dyntok", out=tmp_path / "ref.zarr", quiet=True, batch_size=3)
+    ref = compress(
+        CompressOptions(mixed_store, "dyntok", out=tmp_path / "ref.zarr", batch_size=3), quiet=True
+    )
     real_write, calls = Store.write, []
 
     def failing_write(self, video_id, *args, **kwargs):
@@ -183,16 +189,18 @@ def test_compress_resumes_after_a_failure_mid_batch(mixed_store, tmp_path, monke
 
     monkeypatch.setattr(Store, "write", failing_write)
     with pytest.raises(OSError, match="disk full"):
-        compress(mixed_store, "dyntok", out=tmp_path / "t.zarr", quiet=True, batch_size=3)
+        compress(CompressOptions(mixed_store, "dyntok", out=tmp_path / "t.zarr", batch_size=3), quiet=True)
     monkeypatch.setattr(Store, "write", real_write)
     # the batch's first video is done, the half-written one is not indexed, nothing after it was written
     assert set(Store.open(tmp_path / "t.zarr").done()) == {"v0", "v1", "v2", "v3"}
     assert (tmp_path / "t.zarr" / "videos" / video_key("v4")).exists()
-    again = compress(mixed_store, "dyntok", out=tmp_path / "t.zarr", quiet=True, batch_size=3)
+    again = compress(
+        CompressOptions(mixed_store, "dyntok", out=tmp_path / "t.zarr", batch_size=3), quiet=True
+    )
     assert (again.done, again.skipped) == (3, 4)
     assert ref.done == 7 and store_content(tmp_path / "t.zarr") == store_content(tmp_path / "ref.zarr")
 
 
 def test_compress_refuses_a_zero_batch(mixed_store, tmp_path):
     with pytest.raises(VtcError, match="batch-size must be >= 1"):
-        compress(mixed_store, "none", out=tmp_path / "t.zarr", quiet=True, batch_size=0)
+        compress(CompressOptions(mixed_store, "none", out=tmp_path / "t.zarr", batch_size=0), quiet=True)

@@ -158,10 +158,11 @@ def answers_b_b_d(monkeypatch):
 
 @pytest.mark.parametrize("task", list(LOCAL_TASKS))
 def test_task_runs_end_to_end(task, staged, tiny_ckpt, feature_store, answers_b_b_d, tmp_path):
-    from vtc.stages.evaluate import evaluate
+    from vtc.stages.evaluate import EvalOptions, evaluate
 
     r = evaluate(
-        task, feature_store, str(tiny_ckpt["llava_ov"]), data=staged[task], out=tmp_path / "out", quiet=True
+        EvalOptions(task, feature_store, str(tiny_ckpt["llava_ov"]), data=staged[task], out=tmp_path / "out"),
+        quiet=True,
     )
     assert r["n_samples"] == 3 and len(r["samples"]) == 3
     assert r["metric"] == LOCAL_TASKS[task].metric

@@ -130,16 +130,21 @@ def test_refusals_are_one_line():
 
 @pytest.fixture(scope="module")
 def syn_vq(tmp_path_factory, tiny_ckpt):
-    from vtc.stages.compress import compress
-    from vtc.stages.extract import extract
+    from vtc.stages.compress import CompressOptions, compress
+    from vtc.stages.extract import ExtractOptions, extract
     from vtc.video.synthetic import make_synthetic_qa
 
     d = tmp_path_factory.mktemp("synvq")
     paths = make_synthetic_qa(d, n_train=6, n_test=3)
     model = str(tiny_ckpt["llava_ov"])
-    assert extract([str(paths["videos"])], d / "feats.zarr", model=model, frames=8, quiet=True).done == 9
-    c = compress(d / "feats.zarr", "vqtoken", {"k": "5"}, out=d / "vq.zarr", quiet=True)
-    p = compress(d / "feats.zarr", "pool", {"stride": "3"}, out=d / "pool.zarr", quiet=True)
+    assert (
+        extract(
+            ExtractOptions([str(paths["videos"])], d / "feats.zarr", model=model, frames=8), quiet=True
+        ).done
+        == 9
+    )
+    c = compress(CompressOptions(d / "feats.zarr", "vqtoken", {"k": "5"}, out=d / "vq.zarr"), quiet=True)
+    p = compress(CompressOptions(d / "feats.zarr", "pool", {"stride": "3"}, out=d / "pool.zarr"), quiet=True)
     return {**paths, "model": model, "vq": c.out, "pool": p.out}
 
 
@@ -148,7 +153,7 @@ def syn_vq(tmp_path_factory, tiny_ckpt):
     [("vq-attn", {"heads": "4"}, 6), ("vq-attn", {"form": "official"}, 9), ("cross-dynamics", {}, 6)],
 )
 def test_token_adapters_train_load_and_count(syn_vq, tmp_path, adapter, opts, n_tokens):
-    from vtc.stages.evaluate import evaluate
+    from vtc.stages.evaluate import EvalOptions, evaluate
     from vtc.stages.train import TrainOptions, train
 
     s = train(
@@ -159,9 +164,11 @@ def test_token_adapters_train_load_and_count(syn_vq, tmp_path, adapter, opts, n_
     assert s.losses[-1] < s.losses[0]
     assert set(s.trainable) == {adapter}
     data = syn_vq["test"].parent
-    base = evaluate("mcq", syn_vq["vq"], syn_vq["model"], data=data, out=tmp_path / "e0")
+    base = evaluate(EvalOptions("mcq", syn_vq["vq"], syn_vq["model"], data=data, out=tmp_path / "e0"))
     tuned = evaluate(
-        "mcq", syn_vq["vq"], syn_vq["model"], data=data, out=tmp_path / "e1", adapter=tmp_path / "run"
+        EvalOptions(
+            "mcq", syn_vq["vq"], syn_vq["model"], data=data, out=tmp_path / "e1", adapter=tmp_path / "run"
+        )
     )
     # vqtoken k=5: 5 visual tokens + the newline; the official form gives max(T=8, K=5) visual tokens
     assert {r["visual_tokens"] for r in base["samples"]} == {6}
@@ -170,7 +177,14 @@ def test_token_adapters_train_load_and_count(syn_vq, tmp_path, adapter, opts, n_
     # another reduction (no index map) cannot take the module: one line
     with pytest.raises(VtcError, match="clustering reduction"):
         evaluate(
-            "mcq", syn_vq["pool"], syn_vq["model"], data=data, out=tmp_path / "e2", adapter=tmp_path / "run"
+            EvalOptions(
+                "mcq",
+                syn_vq["pool"],
+                syn_vq["model"],
+                data=data,
+                out=tmp_path / "e2",
+                adapter=tmp_path / "run",
+            )
         )
 
 

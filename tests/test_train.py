@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from vtc.errors import VtcError
-from vtc.stages.extract import extract
+from vtc.stages.extract import ExtractOptions, extract
 from vtc.stages.train import TrainOptions, train
 from vtc.video.synthetic import COLOURS, make_synthetic_qa, render, render_flashes, render_often, render_order
 
@@ -20,7 +20,8 @@ def syn(tmp_path_factory, tiny_ckpt):
     d = tmp_path_factory.mktemp("syn")
     paths = make_synthetic_qa(d, n_train=8, n_test=4)
     s = extract(
-        [str(paths["videos"])], d / "feats.zarr", model=str(tiny_ckpt["llava_ov"]), frames=8, quiet=True
+        ExtractOptions([str(paths["videos"])], d / "feats.zarr", model=str(tiny_ckpt["llava_ov"]), frames=8),
+        quiet=True,
     )
     assert s.done == 12 and not s.failed
     return {**paths, "feats": d / "feats.zarr", "model": str(tiny_ckpt["llava_ov"])}
@@ -147,14 +148,16 @@ def test_missing_videos_are_counted_not_replaced(syn, tmp_path):
 
 
 def test_eval_with_the_trained_adapter_changes_the_answers(syn, tmp_path):
-    from vtc.stages.evaluate import evaluate
+    from vtc.stages.evaluate import EvalOptions, evaluate
 
     s = train(options(syn, tmp_path / "run", steps=60, save_every=60, lr=1e-2, warmup=0.1), quiet=True)
     assert sum(s.losses[-5:]) / 5 < 1.5  # it has learned to answer with a letter (right or not)
     data = syn["test"].parent
-    base = evaluate("mcq", syn["feats"], syn["model"], data=data, out=tmp_path / "e0")
+    base = evaluate(EvalOptions("mcq", syn["feats"], syn["model"], data=data, out=tmp_path / "e0"))
     tuned = evaluate(
-        "mcq", syn["feats"], syn["model"], data=data, out=tmp_path / "e1", adapter=tmp_path / "run"
+        EvalOptions(
+            "mcq", syn["feats"], syn["model"], data=data, out=tmp_path / "e1", adapter=tmp_path / "run"
+        )
     )
     assert {s["answer"] for s in base["samples"]} == {""}  # the random model says nothing
     assert all(s["answer"] in ("A", "B", "C", "D") for s in tuned["samples"])

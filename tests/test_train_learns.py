@@ -12,7 +12,7 @@ import random
 import pytest
 
 from vtc.encoders.tiny import build_learnable_llava_ov
-from vtc.stages.extract import extract
+from vtc.stages.extract import ExtractOptions, extract
 from vtc.stages.train import TrainOptions, train
 from vtc.video.synthetic import make_synthetic_qa
 
@@ -26,7 +26,9 @@ def setup(tmp_path_factory):
     d = tmp_path_factory.mktemp("learn")
     model = build_learnable_llava_ov(d / "model")
     paths = make_synthetic_qa(d / "syn", n_train=N_TRAIN, n_test=N_TEST)
-    s = extract([str(paths["videos"])], d / "feats.zarr", model=str(model), frames=8, quiet=True)
+    s = extract(
+        ExtractOptions([str(paths["videos"])], d / "feats.zarr", model=str(model), frames=8), quiet=True
+    )
     assert s.done == N_TRAIN + N_TEST
     return d, paths, str(model)
 

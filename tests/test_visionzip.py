@@ -7,9 +7,9 @@ import torch
 from vtc.cache import Store
 from vtc.errors import VtcError
 from vtc.reducers import get_reducer
-from vtc.stages.compress import compress
+from vtc.stages.compress import CompressOptions, compress
 from vtc.stages.demo import synth_video
-from vtc.stages.extract import extract
+from vtc.stages.extract import ExtractOptions, extract
 
 
 def test_dominant_are_the_most_attended_and_context_groups_by_hand():
@@ -45,15 +45,18 @@ def test_missing_attention_is_a_clear_error():
 
 def test_save_attention_then_visionzip(tiny_ckpt, tmp_path):
     synth_video(tmp_path / "v.mp4", n_frames=8, seed=3)
-    kw = {"model": str(tiny_ckpt["siglip"]), "frames": 2, "quiet": True}
-    extract([str(tmp_path / "v.mp4")], tmp_path / "plain.zarr", **kw)
+    kw = {"model": str(tiny_ckpt["siglip"]), "frames": 2}
+    extract(ExtractOptions([str(tmp_path / "v.mp4")], tmp_path / "plain.zarr", **kw), quiet=True)
     with pytest.raises(VtcError, match="needs 'attention'"):
-        compress(tmp_path / "plain.zarr", "visionzip", out=tmp_path / "vz0.zarr", quiet=True)
-    extract([str(tmp_path / "v.mp4")], tmp_path / "att.zarr", save_attention=True, **kw)
+        compress(CompressOptions(tmp_path / "plain.zarr", "visionzip", out=tmp_path / "vz0.zarr"), quiet=True)
+    extract(
+        ExtractOptions([str(tmp_path / "v.mp4")], tmp_path / "att.zarr", save_attention=True, **kw),
+        quiet=True,
+    )
     arrays, _ = Store.open(tmp_path / "att.zarr").read("v")
     att = arrays["attention"][...]
     assert att.shape == (2, 729) and np.allclose(att.sum(1), 1.0, atol=1e-4)
     with pytest.raises(VtcError, match="different provenance"):
-        extract([str(tmp_path / "v.mp4")], tmp_path / "att.zarr", **kw)
-    s = compress(tmp_path / "att.zarr", "visionzip", out=tmp_path / "vz.zarr", quiet=True)
+        extract(ExtractOptions([str(tmp_path / "v.mp4")], tmp_path / "att.zarr", **kw), quiet=True)
+    s = compress(CompressOptions(tmp_path / "att.zarr", "visionzip", out=tmp_path / "vz.zarr"), quiet=True)
     assert s.llm_tokens == 2 * 64 + 1

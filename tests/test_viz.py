@@ -18,20 +18,22 @@ SRC_W, SRC_H = 160, 120  # synth_video's default size
 @pytest.fixture(scope="module")
 def work(tmp_path_factory, tiny_ckpt):
     """A 12-frame video, 6 frames extracted with the tiny LLaVA-OV tower, and three token stores."""
-    from vtc.stages.compress import compress
+    from vtc.stages.compress import CompressOptions, compress
     from vtc.stages.demo import synth_video
-    from vtc.stages.extract import extract
+    from vtc.stages.extract import ExtractOptions, extract
 
     d = tmp_path_factory.mktemp("viz")
     (d / "videos").mkdir()
     synth_video(d / "videos" / f"{VID}.mp4", n_frames=12, seed=3)
     feats = d / "feats.zarr"
-    s = extract([str(d / "videos")], feats, model=str(tiny_ckpt["llava_ov"]), frames=6, quiet=True)
+    s = extract(
+        ExtractOptions([str(d / "videos")], feats, model=str(tiny_ckpt["llava_ov"]), frames=6), quiet=True
+    )
     assert s.done == 1
     tok = {}
     for method, params in (("dyntok", {}), ("dycoke", {}), ("vqtoken", {"k": "8"})):
         tok[method] = d / f"tokens-{method}.zarr"
-        compress(feats, method, params, out=tok[method], quiet=True)
+        compress(CompressOptions(feats, method, params, out=tok[method]), quiet=True)
     return {"dir": d, "video": d / "videos" / f"{VID}.mp4", "feats": feats, **tok}
 
 
@@ -233,13 +235,13 @@ def test_without_the_source_video_cells_are_drawn_on_grey(work, tmp_path, capsys
 def test_without_recorded_frame_indices_frames_are_evenly_spaced(work, tmp_path):
     from vtc.cache import Store
     from vtc.cache.store import video_key
-    from vtc.stages.compress import compress
+    from vtc.stages.compress import CompressOptions, compress
 
     feats = tmp_path / "f.zarr"
     shutil.copytree(work["feats"], feats)
     shutil.rmtree(feats / "videos" / video_key(VID) / "frame_indices")  # as an older store would lack it
     assert "frame_indices" not in Store.open(feats).load(VID)[0]
-    compress(feats, "uniform", {}, out=tmp_path / "u.zarr", quiet=True)
+    compress(CompressOptions(feats, "uniform", {}, out=tmp_path / "u.zarr"), quiet=True)
     r = V.viz(VID, [tmp_path / "u.zarr"], tmp_path / "u.png", max_frames=3, tile=TILE)
     assert r.source_found and r.frames == [0, 2, 5]
     assert r.frame_indices == [0, 4, 11]  # linspace over the video's 12 frames, as extraction sampled
@@ -250,7 +252,7 @@ def test_without_recorded_frame_indices_frames_are_evenly_spaced(work, tmp_path)
     ["unknown video", "feature store", "no store", "other parent", "missing dir", "out is a dir", "not png"],
 )
 def test_bad_input_is_one_line(work, tmp_path, capsys, case):
-    from vtc.stages.compress import compress
+    from vtc.stages.compress import CompressOptions, compress
 
     tokens, out, vid = str(work["dyntok"]), tmp_path / "x.png", VID
     if case == "unknown video":
@@ -262,7 +264,7 @@ def test_bad_input_is_one_line(work, tmp_path, capsys, case):
     elif case == "other parent":
         # the same video in a copy of the feature store: its frames could differ, so it is refused
         shutil.copytree(work["feats"], tmp_path / "copy.zarr")
-        compress(tmp_path / "copy.zarr", "uniform", {}, out=tmp_path / "u.zarr", quiet=True)
+        compress(CompressOptions(tmp_path / "copy.zarr", "uniform", {}, out=tmp_path / "u.zarr"), quiet=True)
         tokens, want = f"{work['dyntok']},{tmp_path / 'u.zarr'}", "comes from feature store"
     elif case == "missing dir":
         out, want = tmp_path / "no" / "x.png", "does not exist"

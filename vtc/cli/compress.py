@@ -72,6 +72,7 @@ def compress(
         return
     if store is None:
         raise VtcError("give a feature store (or --list to see the methods)")
+    from vtc.stages.compress import CompressOptions
     from vtc.stages.compress import compress as run
 
     params = parse_sets(sets or [])
@@ -84,15 +85,9 @@ def compress(
             raise VtcError(f"method {method} has no fixed-length mode; --budget works with: {fixed}")
         params["budget"] = str(budget)
     s = run(
-        store,
-        method,
-        params,
-        out=out,
-        seed=seed,
-        device=device,
+        CompressOptions(store, method, params, out=out, seed=seed, device=device, batch_size=batch_size),
         quiet=quiet,
         console=con,
-        batch_size=batch_size,
     )
     print_problems(s.failed)
     if json_out:

@@ -111,32 +111,35 @@ def evaluate(
 ) -> None:
     """Answer TASK's questions from stored tokens; report accuracy, visual tokens, TokDense, FLOPs, latency."""
     from vtc.cli.compress import parse_sets
+    from vtc.stages.evaluate import EvalOptions
     from vtc.stages.evaluate import evaluate as run
 
     con = console(quiet, json_out)
     if batch_size < 1:
         raise typer.BadParameter("--batch-size must be >= 1")
     r = run(
-        task,
-        tokens,
-        model,
-        data=data,
-        include=include,
-        limit=limit,
-        out=out,
-        device=device,
-        dtype=dtype,
-        seed=seed,
+        EvalOptions(
+            task,
+            tokens,
+            model,
+            data=data,
+            include=include,
+            limit=limit,
+            out=out,
+            device=device,
+            dtype=dtype,
+            seed=seed,
+            verbose=verbose,
+            online=online,
+            online_params=parse_sets(settings or []),
+            batch_size=batch_size,
+            log_samples=log_samples,
+            fresh=fresh,
+            max_new_tokens=max_new_tokens,
+            adapter=adapter,
+        ),
         quiet=quiet,
         console=con,
-        verbose=verbose,
-        online=online,
-        online_params=parse_sets(settings or []),
-        batch_size=batch_size,
-        log_samples=log_samples,
-        fresh=fresh,
-        max_new_tokens=max_new_tokens,
-        adapter=adapter,
     )
     if json_out:
         print(json.dumps({k: v for k, v in r.items() if k != "samples"}, indent=2, default=str))

@@ -67,24 +67,27 @@ def extract(
     json_out: Json = False,
 ) -> None:
     """Decode videos, sample frames, run the vision tower and write [F, 729, 1152] features per video."""
+    from vtc.stages.extract import ExtractOptions
     from vtc.stages.extract import extract as run
 
     con = console(quiet, json_out)
     s = run(
-        inputs,
-        store,
-        model=model,
-        frames=frames,
-        fps=fps,
-        max_frames=max_frames,
-        backend=backend,
-        device=device,
-        dtype=dtype,
-        batch_size=batch_size,
-        storage_dtype=storage_dtype,
-        layer=layer,
-        save_attention=save_attention,
-        timeout=timeout or None,
+        ExtractOptions(
+            inputs,
+            store,
+            model=model,
+            frames=frames,
+            fps=fps,
+            max_frames=max_frames,
+            backend=backend,
+            device=device,
+            dtype=dtype,
+            batch_size=batch_size,
+            storage_dtype=storage_dtype,
+            layer=layer,
+            save_attention=save_attention,
+            timeout=timeout or None,
+        ),
         quiet=quiet,
         console=con,
     )

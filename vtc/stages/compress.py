@@ -104,17 +104,20 @@ def default_out(store: str | Path, config: dict) -> Path:
     return store.parent / f"{stem}.{config['method']}-{stable_hash(config, 8)}.zarr"
 
 
-def compress(
-    store: str | Path,
-    method: str,
-    params: dict[str, str] | None = None,
-    out: str | Path | None = None,
-    seed: int = 0,
-    device: str = "cpu",
-    quiet: bool = False,
-    console=None,
-    batch_size: int | None = None,
-) -> CompressSummary:
+@dataclass
+class CompressOptions:
+    """What `compress` is asked to do (the CLI builds it from its options)."""
+
+    store: str | Path
+    method: str
+    params: dict[str, str] | None = None
+    out: str | Path | None = None
+    seed: int = 0
+    device: str = "cpu"
+    batch_size: int | None = None
+
+
+def compress(opt: CompressOptions, quiet: bool = False, console=None) -> CompressSummary:
     """Reduce every done video of feature store ``store`` with ``method`` into token store ``out``.
 
     ``batch_size`` consecutive videos are reduced in one `reduce_batch` call (1 = one at a time; None =
@@ -127,6 +130,9 @@ def compress(
     that stack videos as [B, T, N, C] group equal T themselves. Index field
     ``reduce_s`` is the batch's reduce time divided equally among its ``reduce_batch`` videos.
     """
+    params = opt.params
+    out = opt.out
+    batch_size = opt.batch_size
     import dataclasses
 
     import torch
@@ -135,30 +141,30 @@ def compress(
     from vtc.reducers.flops import module_flops
 
     if batch_size is None:
-        batch_size = 1 if device == "cpu" else 8
+        batch_size = 1 if opt.device == "cpu" else 8
     if batch_size < 1:
         raise VtcError(f"--batch-size must be >= 1, got {batch_size}")
-    feats = Store.open(store, kind="features")
+    feats = Store.open(opt.store, kind="features")
     params = dict(params or {})
-    cls = list_reducers().get(method)
+    cls = list_reducers().get(opt.method)
     if cls is not None and "seed" in {f.name for f in dataclasses.fields(cls)} and "seed" not in params:
-        params["seed"] = str(seed)  # --seed seeds methods with randomness unless --set seed=… is given
-    reducer = make_reducer(method, params)
+        params["seed"] = str(opt.seed)  # --seed seeds methods with randomness unless --set seed=… is given
+    reducer = make_reducer(opt.method, params)
     config = reducer_config(reducer)
-    out = Path(out) if out else default_out(store, {**config, "seed": seed})
-    parent = Path(store).resolve()
+    out = Path(out) if out else default_out(opt.store, {**config, "seed": opt.seed})
+    parent = Path(opt.store).resolve()
     identity = {
         "parent": {"path": str(parent), "identity_hash": feats.meta["identity_hash"]},
         "method": config,
-        "seed": seed,
+        "seed": opt.seed,
     }
     needs = type(reducer).info.needs
     if needs and feats.done():  # checked before the output exists, so a refusal leaves nothing behind
-        _check_needs(feats.read(next(iter(feats.done())))[0], needs, config["method"], store)
+        _check_needs(feats.read(next(iter(feats.done())))[0], needs, config["method"], opt.store)
     tok = Store.create(
         out, "tokens", identity, provenance={"stage": "compress", "parent_identity": feats.meta["identity"]}
     )
-    summary = CompressSummary(store=str(store), out=str(out), method=config)
+    summary = CompressSummary(store=str(opt.store), out=str(out), method=config)
     grid = tuple(feats.meta["identity"]["encoder"]["grid"])
     summary.parent_failed = len(feats.failed())
 
@@ -175,7 +181,7 @@ def compress(
         def load(vid):
             """Features (+ the per-video arrays the method needs) of one video, read from zarr; a damaged
             chunk comes back as the VtcError that says so, and the video is recorded as failed."""
-            _check_needs(feats.read(vid)[0], needs, config["method"], store)
+            _check_needs(feats.read(vid)[0], needs, config["method"], opt.store)
             try:
                 arrays, _ = feats.load(vid, ("features", *needs))
             except VtcError as e:
@@ -242,10 +248,10 @@ def compress(
                 xs, auxs = [x for _, x, _ in keep], [a for _, _, a in keep]
                 # Seeded per video from (seed, id) so the result does not depend on processing order
                 # (reducers that run per video get it right before their video).
-                seeds = [int(stable_hash([seed, vid], 15), 16) for vid in vids]
+                seeds = [int(stable_hash([opt.seed, vid], 15), 16) for vid in vids]
                 torch.manual_seed(seeds[0])
                 t_red = time.perf_counter()
-                reds = run_reducer_batch(reducer, xs, grid, auxs, device, seeds)
+                reds = run_reducer_batch(reducer, xs, grid, auxs, opt.device, seeds)
                 t_red = (time.perf_counter() - t_red) / len(vids)
                 for vid, x, red in zip(vids, xs, reds, strict=True):
                     write(vid, x, red, t_red, len(vids))

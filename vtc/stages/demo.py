@@ -66,9 +66,9 @@ def _compress_all(feats: Path, jobs: dict[str, tuple]) -> dict[str, Path]:
 
 
 def _compress_one(feats: Path, method: str, params: dict, out: Path) -> str:
-    from vtc.stages.compress import compress
+    from vtc.stages.compress import CompressOptions, compress
 
-    return str(compress(feats, method, params, out=out, quiet=True).out)
+    return str(compress(CompressOptions(feats, method, params, out=out), quiet=True).out)
 
 
 def demo(
@@ -90,8 +90,8 @@ def demo(
 
 def _demo(wd: Path, quick: bool, untrained: bool, quiet: bool, console) -> list[dict]:
     from vtc.encoders.tiny import build_learnable_llava_ov
-    from vtc.stages.evaluate import evaluate
-    from vtc.stages.extract import extract
+    from vtc.stages.evaluate import EvalOptions, evaluate
+    from vtc.stages.extract import ExtractOptions, extract
     from vtc.stages.report import report
     from vtc.stages.train import TrainOptions, train
     from vtc.stages.viz import viz
@@ -115,7 +115,9 @@ def _demo(wd: Path, quick: bool, untrained: bool, quiet: bool, console) -> list[
     for split in ("train", "test"):
         videos = [str(v) for v in sorted(paths["videos"].glob(f"syn_{split}_*.mp4"))]
         feats[split] = wd / f"feats-{split}.zarr"
-        s = extract(videos, feats[split], model=str(model), frames=8, quiet=quiet, console=console)
+        s = extract(
+            ExtractOptions(videos, feats[split], model=str(model), frames=8), quiet=quiet, console=console
+        )
         if s.failed:
             raise RuntimeError(f"demo extract failed: {s.failed}")
 
@@ -151,21 +153,15 @@ def _demo(wd: Path, quick: bool, untrained: bool, quiet: bool, console) -> list[
         say("[bold]4/6[/] vtc eval mcq on stock tokens, without the adapter (the untrained reference)")
         results.append(
             evaluate(
-                "mcq",
-                feats["test"],
-                str(model),
-                data=test,
-                out=wd / "eval-untrained",
+                EvalOptions("mcq", feats["test"], str(model), data=test, out=wd / "eval-untrained", **EVAL),
                 quiet=quiet,
                 console=console,
-                **EVAL,
             )  # fmt: skip
         )
     for label, (_, _, run) in zip(labels, methods, strict=True):
         say(f"[bold]5/6[/] vtc eval mcq --tokens {Path(stores[label]).name} --adapter {runs[run].name}")
         results.append(
-            evaluate("mcq", stores[label], str(model), data=test, out=wd / f"eval-{label}-{runs[run].name}",
-                     adapter=runs[run], quiet=quiet, console=console, **EVAL)
+            evaluate(EvalOptions("mcq", stores[label], str(model), data=test, out=wd / f"eval-{label}-{runs[run].name}", adapter=runs[run], **EVAL), quiet=quiet, console=console)
         )  # fmt: skip
     say(
         "[bold]6/6[/] vtc report (table, Pareto plots, HTML) and vtc viz (each reduction's plan on one video)"

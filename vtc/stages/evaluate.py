@@ -21,6 +21,7 @@ import json
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from vtc.cache.jsonl import exclusive, read_json, removed_on_error
@@ -128,31 +129,35 @@ class _PeakMemory:
         }
 
 
-def evaluate(
-    task: str,
-    tokens: str | Path,
-    model: str,
-    data: str | Path | None = None,
-    include: str | Path | None = None,
-    limit: int | None = None,
-    out: str | Path = "vtc-eval",
-    device: str = "cpu",
-    dtype: str = "fp32",
-    seed: int = 0,
-    quiet: bool = False,
-    console=None,
-    verbose: bool = False,
-    online: str | None = None,
-    online_params: dict | None = None,
-    batch_size: int = 1,
-    log_samples: bool = False,
-    fresh: bool = False,
-    max_new_tokens: int = 16,
-    adapter: str | Path | None = None,
-) -> dict:
+@dataclass
+class EvalOptions:
+    """What `evaluate` is asked to do (the CLI builds it from its options)."""
+
+    task: str
+    tokens: str | Path
+    model: str
+    data: str | Path | None = None
+    include: str | Path | None = None
+    limit: int | None = None
+    out: str | Path = "vtc-eval"
+    device: str = "cpu"
+    dtype: str = "fp32"
+    seed: int = 0
+    verbose: bool = False
+    online: str | None = None
+    online_params: dict | None = None
+    batch_size: int = 1
+    log_samples: bool = False
+    fresh: bool = False
+    max_new_tokens: int = 16
+    adapter: str | Path | None = None
+
+
+def evaluate(opt: EvalOptions, quiet: bool = False, console=None) -> dict:
     """Run ``task`` (an lmms-eval task name, or a local copy given by ``data``) and return the results dict.
     vtc's progress bar goes to ``console`` (none when ``quiet``); lmms-eval's and datasets' bars and log
     lines are held back unless ``verbose`` (their warnings are shown once each)."""
+    out = opt.out
     import logging
 
     from vtc.eval.online import get_online, online_config
@@ -165,17 +170,19 @@ def evaluate(
     with (
         removed_on_error(out, made, keep="answers.jsonl"),
         exclusive(out / ".lock", f"evaluation output {out}"),
-        third_party_quiet(verbose, console),
+        third_party_quiet(opt.verbose, console),
     ):
-        include_paths = [str(include)] if include else []
-        task_name = task
-        if data is not None:
-            task_name = write_local_task(task, data, out / "task")
+        include_paths = [str(opt.include)] if opt.include else []
+        task_name = opt.task
+        if opt.data is not None:
+            task_name = write_local_task(opt.task, opt.data, out / "task")
             include_paths.append(str(out / "task"))
-        if online_params and not online:
+        if opt.online_params and not opt.online:
             raise VtcError("--set configures an online method: add --online dycoke-kv or --online fastv")
-        online_cfg = online_config(get_online(online, **(online_params or {}))) if online else None
-        if online and batch_size > 1:
+        online_cfg = (
+            online_config(get_online(opt.online, **(opt.online_params or {}))) if opt.online else None
+        )
+        if opt.online and opt.batch_size > 1:
             raise VtcError("online methods run at --batch-size 1 (each sample has its own KV selection)")
 
         t0 = time.perf_counter()
@@ -192,60 +199,62 @@ def evaluate(
 
         logger.remove()
         # looked up at each line, so third_party_quiet can hold the lines back
-        logger.add(lambda m: sys.stderr.write(m), level="INFO" if verbose else "WARNING")
+        logger.add(lambda m: sys.stderr.write(m), level="INFO" if opt.verbose else "WARNING")
         # A local copy needs only its own YAML: indexing lmms-eval's ~3,000 task files takes ~20 s.
-        tm = TaskManager(verbosity="ERROR", include_path=include_paths or None, include_defaults=data is None)
+        tm = TaskManager(
+            verbosity="ERROR", include_path=include_paths or None, include_defaults=opt.data is None
+        )
         if task_name not in tm.all_tasks:
             raise VtcError(
                 f"unknown task '{task_name}' (not in lmms-eval's registry or {include_paths or 'any --include dir'})"
             )
         from vtc.eval.llava import TokenSource
 
-        source = TokenSource(tokens)
+        source = TokenSource(opt.tokens)
         run_key = {
-            "task": task,
-            "data": str(Path(data).resolve()) if data else None,
-            "model": model_identity(model),
+            "task": opt.task,
+            "data": str(Path(opt.data).resolve()) if opt.data else None,
+            "model": model_identity(opt.model),
             "tokens_identity": (source.tokens if source.tokens is not None else source.features).meta.get(
                 "identity_hash"
             ),
-            "tokens_store": str(Path(tokens).resolve()),
+            "tokens_store": str(Path(opt.tokens).resolve()),
             "method": source.method,
             "online": online_cfg,
-            "dtype": dtype,
-            "device": device,
-            "max_new_tokens": max_new_tokens,
-            "adapter": adapter_identity(adapter),
+            "dtype": opt.dtype,
+            "device": opt.device,
+            "max_new_tokens": opt.max_new_tokens,
+            "adapter": adapter_identity(opt.adapter),
         }
-        _check_resume(out, run_key, fresh)
-        memory = _PeakMemory(device)
+        _check_resume(out, run_key, opt.fresh)
+        memory = _PeakMemory(opt.device)
         lm = VtcLlavaOneVision(
-            pretrained=model,
-            tokens=str(tokens),
-            device=device,
-            dtype=dtype,
-            batch_size=batch_size,
-            max_new_tokens=max_new_tokens,
-            online=online,
-            online_set=dict(online_params or {}),
+            pretrained=opt.model,
+            tokens=str(opt.tokens),
+            device=opt.device,
+            dtype=opt.dtype,
+            batch_size=opt.batch_size,
+            max_new_tokens=opt.max_new_tokens,
+            online=opt.online,
+            online_set=dict(opt.online_params or {}),
             answers=str(out / "answers.jsonl"),
             source=source,
-            adapter=str(adapter) if adapter else None,
+            adapter=str(opt.adapter) if opt.adapter else None,
         )
         lm.progress = functools.partial(
-            progress_bar, f"eval {task}", unit="samples", quiet=quiet or console is None, console=console
+            progress_bar, f"eval {opt.task}", unit="samples", quiet=quiet or console is None, console=console
         )
         try:
             res = simple_evaluate(
                 model=lm,
                 tasks=[task_name],
                 task_manager=tm,
-                limit=limit,
+                limit=opt.limit,
                 log_samples=True,
                 bootstrap_iters=0,
-                random_seed=seed,
-                numpy_random_seed=seed,
-                torch_random_seed=seed,
+                random_seed=opt.seed,
+                numpy_random_seed=opt.seed,
+                torch_random_seed=opt.seed,
                 verbosity="ERROR",
                 process_docs_parallel=1,
             )
@@ -259,14 +268,14 @@ def evaluate(
             )
         wall = time.perf_counter() - t0
 
-        results = summarise(task, task_name, res, lm.sample_log)
+        results = summarise(opt.task, task_name, res, lm.sample_log)
         results["measured"] = measured(lm.sample_log, memory.read(), lm.resumed)
         results["flops"] = flops_summary(lm, lm.sample_log)
         results.update(
             {
                 "wall_time_s": round(wall, 3),
-                "model": model,
-                "tokens_store": str(Path(tokens).resolve()),
+                "model": opt.model,
+                "tokens_store": str(Path(opt.tokens).resolve()),
                 "features_store": str(lm.source.features.path.resolve()),
                 "method": lm.source.method,
                 "method_seed": (
@@ -274,18 +283,18 @@ def evaluate(
                 ),
                 "online": online_cfg,
                 "adapter": run_key["adapter"],
-                "seed": seed,
-                "limit": limit,
-                "batch_size": batch_size,
-                "device": device,
-                "dtype": dtype,
-                "data": str(Path(data).resolve()) if data else None,
+                "seed": opt.seed,
+                "limit": opt.limit,
+                "batch_size": opt.batch_size,
+                "device": opt.device,
+                "dtype": opt.dtype,
+                "data": str(Path(opt.data).resolve()) if opt.data else None,
                 "versions": library_versions(),
                 "git": git_hash(),
             }
         )
         (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
-        if log_samples:
+        if opt.log_samples:
             with open(out / "samples.jsonl", "w", encoding="utf-8") as f:
                 for s in res.get("samples", {}).get(task_name, []):
                     f.write(json.dumps(s, default=str) + "\n")

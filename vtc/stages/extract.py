@@ -41,24 +41,28 @@ def features_identity(encoder, policy, storage_dtype: str, save_attention: bool 
     return ident
 
 
+@dataclass
+class ExtractOptions:
+    """What `extract` is asked to do (the CLI builds it from its options)."""
+
+    inputs: list[str]
+    store: str | Path
+    model: str | None = None
+    frames: int | None = 32
+    fps: float | None = None
+    max_frames: int = 64
+    backend: str = "decord"
+    device: str = "cpu"
+    dtype: str = "fp32"
+    batch_size: int = 16
+    storage_dtype: str = "float16"
+    layer: int | None = None
+    save_attention: bool = False
+    timeout: float | None = 120.0
+
+
 def extract(
-    inputs: list[str],
-    store: str | Path,
-    model: str | None = None,
-    frames: int | None = 32,
-    fps: float | None = None,
-    max_frames: int = 64,
-    backend: str = "decord",
-    device: str = "cpu",
-    dtype: str = "fp32",
-    batch_size: int = 16,
-    storage_dtype: str = "float16",
-    layer: int | None = None,
-    save_attention: bool = False,
-    timeout: float | None = 120.0,
-    quiet: bool = False,
-    console=None,
-    _decode_fn: str | None = None,
+    opt: ExtractOptions, quiet: bool = False, console=None, _decode_fn: str | None = None
 ) -> ExtractSummary:
     """Extract features of every input video into ``store``; videos already done are skipped.
 
@@ -69,29 +73,31 @@ def extract(
     from vtc.encoders.vision import DEFAULT_MODEL, VisionEncoder
     from vtc.video import DecodeWorker, SamplingPolicy, VideoError, fingerprint, list_backends
 
-    if storage_dtype not in STORAGE_DTYPES:
-        raise VtcError(f"unknown storage dtype '{storage_dtype}'; valid: {', '.join(STORAGE_DTYPES)}")
-    if backend not in list_backends():
+    if opt.storage_dtype not in STORAGE_DTYPES:
+        raise VtcError(f"unknown storage dtype '{opt.storage_dtype}'; valid: {', '.join(STORAGE_DTYPES)}")
+    if opt.backend not in list_backends():
         raise VtcError(
-            f"decoder backend '{backend}' is not available here; available: {', '.join(list_backends())}"
+            f"decoder backend '{opt.backend}' is not available here; available: {', '.join(list_backends())}"
         )
     try:
-        policy = SamplingPolicy(frames=None if fps else frames, fps=fps, max_frames=max_frames)
+        policy = SamplingPolicy(
+            frames=None if opt.fps else opt.frames, fps=opt.fps, max_frames=opt.max_frames
+        )
     except ValueError as e:
         raise VtcError(str(e)) from None
     warnings: list[str] = []
-    items = resolve_inputs(inputs, warnings)
+    items = resolve_inputs(opt.inputs, warnings)
     if not items:
         raise VtcError("no input videos (give files, directories, globs or a .csv/.jsonl manifest)")
 
-    encoder = VisionEncoder(model or DEFAULT_MODEL, device=device, dtype=dtype, layer=layer)
+    encoder = VisionEncoder(opt.model or DEFAULT_MODEL, device=opt.device, dtype=opt.dtype, layer=opt.layer)
     st = Store.create(
-        store,
+        opt.store,
         "features",
-        features_identity(encoder, policy, storage_dtype, save_attention),
+        features_identity(encoder, policy, opt.storage_dtype, opt.save_attention),
         provenance={"stage": "extract"},
     )
-    summary = ExtractSummary(store=str(store), warnings=warnings)
+    summary = ExtractSummary(store=str(opt.store), warnings=warnings)
     done = st.done()
     todo = []
     for vid, path in items:
@@ -104,12 +110,16 @@ def extract(
         return summary
 
     t0 = time.perf_counter()
-    np_dtype = np.dtype(storage_dtype)
+    np_dtype = np.dtype(opt.storage_dtype)
     with (
         st.discarded_on_error(),  # a checkpoint that fails to load leaves no empty store behind
         st.writing(),
         DecodeWorker(
-            policy, backend=backend, size=encoder.preprocess.size, timeout=timeout, _decode_fn=_decode_fn
+            policy,
+            backend=opt.backend,
+            size=encoder.preprocess.size,
+            timeout=opt.timeout,
+            _decode_fn=_decode_fn,
         ) as worker,
         progress_bar("extract", len(todo), "frames", quiet=quiet, console=console) as bar,
     ):
@@ -123,11 +133,11 @@ def extract(
                 bar.advance(1, 0)
                 continue
             extra = {}
-            if save_attention:
-                feats, scores = encoder.encode(result.frames, batch_size=batch_size, attention=True)
+            if opt.save_attention:
+                feats, scores = encoder.encode(result.frames, batch_size=opt.batch_size, attention=True)
                 extra["attention"] = scores.numpy().astype(np.float32)
             else:
-                feats = encoder.encode(result.frames, batch_size=batch_size)
+                feats = encoder.encode(result.frames, batch_size=opt.batch_size)
             feats = feats.numpy().astype(np_dtype)
             bad = non_finite({"features": feats, **extra})  # after the cast: float16 overflows to inf
             if bad:
