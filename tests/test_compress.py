@@ -99,11 +99,7 @@ def test_reducers_on_cuda_match_cpu():
     x = smooth_video(4, 27, 27, 16, seed=5)
     for name in list_reducers():
         r = get_reducer(name)
-        aux = (
-            {"attention": torch.rand(4, 729, generator=torch.Generator().manual_seed(0))}
-            if r.info.needs
-            else {}
-        )
+        aux = {"attention": torch.rand(4, 729, generator=torch.Generator().manual_seed(0))} if r.needs else {}
         cpu = run_reducer(r, x, (27, 27), aux, "cpu")
         gpu = run_reducer(r, x, (27, 27), aux, "cuda")
         assert gpu.src.device.type == "cpu"

@@ -64,7 +64,7 @@ def test_every_method_has_a_flops_formula():
     attention = torch.softmax(torch.randn(2, 36), dim=-1)
     for name in list_reducers():
         r = get_reducer(name)
-        red = r(x, (6, 6), attention=attention) if "attention" in r.info.needs else r(x, (6, 6))
+        red = r(x, (6, 6), attention=attention) if "attention" in r.needs else r(x, (6, 6))
         f = module_flops(name, r, red, 8)
         assert f["total"] == f["decision"] + f["pool"] + f["plan"] and f["plan"] > 0, name
     # by hand: divprune on 2 frames of 3x3 pooled (n = 18): an 18 x 18 Gram matrix and 18 norms

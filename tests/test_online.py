@@ -121,7 +121,11 @@ def test_registry_defaults_conversion_and_round_trip():
 @pytest.mark.parametrize(
     "name, params, match",
     [
-        ("nope", {}, "unknown online method 'nope'; valid: dycoke-kv, fastv, pdrop"),
+        (
+            "nope",
+            {},
+            "unknown online method 'nope'; valid: dycoke-kv, fastv, holitom, pdrop, prunevid, sparsevlm",
+        ),
         ("fastv", {"q": 1}, "unknown parameter 'q' for fastv; valid: k, mask, r, ratio"),
         ("fastv", {"k": "two"}, "bad value 'two' for fastv.k: expected int"),
         ("fastv", {"ratio": 1.5}, r"fastv: ratio must be in \[0, 1\]"),

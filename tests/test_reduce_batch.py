@@ -63,7 +63,7 @@ def batch_inputs(Ts, grid, C, dtype=torch.float32):
 
 def check_batch_equals_loop(name, params, xs, auxs, grid):
     r = get_reducer(name, **params)
-    needs = type(r).info.needs
+    needs = r.needs
     auxs = [{k: a[k] for k in needs} for a in auxs]
     alone = [r(x, grid, **a) for x, a in zip(xs, auxs, strict=True)]
     together = reduce_batch(r, xs, grid, auxs)

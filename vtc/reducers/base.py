@@ -164,6 +164,12 @@ class Reducer:
     def __call__(self, x: Tensor, grid: tuple[int, int], **aux) -> Reduction:  # x: [T, H*W, C]
         return self.batch([x], grid, [aux])[0]
 
+    @property
+    def needs(self) -> tuple[str, ...]:
+        """The per-video arrays beside the features (keywords of ``__call__``) this configuration reads, which
+        `vtc compress` loads: the class's ``info.needs``, unless a parameter decides (an attention mode)."""
+        return type(self).info.needs
+
     def decision_flops(self, red: Reduction, C: int) -> float:
         """Analytic FLOPs of deciding ``red`` on C-dim features (vtc.reducers.flops): every method has one."""
         raise NotImplementedError(f"{type(self).__name__} has no decision_flops")
@@ -447,6 +453,68 @@ def reductions_from_groups(
         n_input_tokens=n_input_tokens,
         extras=extras,
     )
+
+
+def reduction_from_entries(
+    base_feats: Tensor,
+    row: Tensor,
+    src: Tensor,
+    weight: Tensor,
+    base: str,
+    base_grid: tuple[int, int, int],
+    n_input_tokens: int,
+    tiebreak: Tensor | None = None,
+) -> Reduction:
+    """Build a Reduction from plan entries, for methods whose tokens share sources (a merged token that
+    also feeds its neighbours), which `reduction_from_groups`' one-group-per-token cannot say.
+
+    Entry e puts base token src[e] into output token row[e] with relative weight weight[e]; a repeated
+    (row, src) pair adds up; each row's weights are normalised to sum 1 (in float64). Rows come out in
+    the contract's order: by position (the largest-weight source, the first on ties), rows at the same
+    position by ``tiebreak`` (int64 per row, e.g. the token it stands for; default: the row id), then the
+    newline. base_feats: [T*Hb*Wb, C]; every row id 0..K-1 must be used.
+    """
+    T, hb, wb = base_grid
+    NB, C = base_feats.shape
+    n = int(row.max()) + 1 if row.numel() else 0
+    key, inv = torch.unique(row * NB + src, return_inverse=True)  # sorted: by row, then source
+    w = torch.zeros(key.shape[0], dtype=torch.float64).index_add_(0, inv, weight.double())
+    row, src = key // NB, key % NB
+    counts = torch.bincount(row, minlength=n)
+    if bool((counts == 0).any()):
+        raise ValueError("row ids must cover 0..K-1 with no gaps")
+    w = (w / torch.zeros(n, dtype=torch.float64).index_add_(0, row, w)[row]).float()
+    indptr = torch.zeros(n + 1, dtype=torch.long)
+    indptr[1:] = counts.cumsum(0)
+    pos = plan_pos(indptr, src, w, base_grid)
+    flat = (pos[:, 0].long() * hb + pos[:, 1].long()) * wb + pos[:, 2].long()
+    tiebreak = torch.arange(n) if tiebreak is None else tiebreak
+    perm = torch.argsort(flat * (int(tiebreak.max()) + 1 if n else 1) + tiebreak)  # output row i: old perm[i]
+    new_row = torch.empty(n, dtype=torch.long)
+    new_row[perm] = torch.arange(n)
+    order = torch.argsort(new_row[row] * NB + src)
+    row, src, w = new_row[row][order], src[order], w[order]
+    indptr = torch.zeros(n + 2, dtype=torch.long)  # + the newline's empty row
+    indptr[1 : n + 1] = torch.bincount(row, minlength=n).cumsum(0)
+    indptr[n + 1] = indptr[n]
+    tokens = torch.zeros(n + 1, C).index_add_(0, row, base_feats.float()[src] * w[:, None])
+    kind = torch.zeros(n + 1, dtype=torch.uint8)
+    kind[n] = KIND_NEWLINE
+    pos = torch.cat((pos[perm], torch.zeros(1, 3, dtype=torch.int32)))
+    return split_batch(
+        tokens,
+        kind,
+        pos,
+        indptr,
+        src,
+        w,
+        ends=[n + 1],
+        frame_offsets=[0],
+        src_offsets=[0],
+        base=base,
+        base_grids=[tuple(base_grid)],
+        n_input_tokens=[n_input_tokens],
+    )[0]
 
 
 def split_batch(

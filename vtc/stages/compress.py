@@ -158,7 +158,7 @@ def compress(opt: CompressOptions, quiet: bool = False, console=None) -> Compres
         "method": config,
         "seed": opt.seed,
     }
-    needs = type(reducer).info.needs
+    needs = reducer.needs
     if needs and feats.done():  # checked before the output exists, so a refusal leaves nothing behind
         _check_needs(feats.read(next(iter(feats.done())))[0], needs, config["method"], opt.store)
     tok = Store.create(

@@ -222,17 +222,17 @@ class Trainer:
 
     def _check_reducer(self) -> None:
         """A bad method, key or value fails now, not at step 1000."""
-        from vtc.reducers import get_reducer, list_reducers
+        from vtc.reducers import get_reducer
 
+        needs = set(get_reducer(self.opt.method).needs)
         for key, values in self.opt.params.items():
             if not values:
                 raise VtcError(f"--set {key}= needs at least one value")
             for v in values:
-                get_reducer(self.opt.method, **{key: v})
-        cls = list_reducers().get(self.opt.method)
-        if cls is not None and cls.info.needs:
+                needs |= set(get_reducer(self.opt.method, **{key: v}).needs)
+        if needs:
             raise VtcError(
-                f"method {self.opt.method} needs '{cls.info.needs[0]}' per video; compress with it and "
+                f"method {self.opt.method} needs '{sorted(needs)[0]}' per video; compress with it and "
                 "train on the token store (--tokens) instead"
             )
 
