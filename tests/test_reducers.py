@@ -34,6 +34,10 @@ CONFIGS = [(name, {}) for name in list_reducers()] + [
     ("dyntok", {"marker": False}),
     ("divprune", {"budget": 5}),
     ("divprune", {"grid": "native", "ratio": 0.3}),
+    ("fastvid", {"grid": "native", "saliency": "attention", "p": 1}),
+    ("holitom", {"grid": "native", "beta": None}),
+    ("prumerge+", {"grid": "native", "score": "attention", "k": 4}),
+    ("prunevid", {"grid": "native", "cluster_above": 0}),
 ]
 SHAPES = [(1, (27, 27)), (3, (5, 7)), (2, (4, 1))]  # T=1, odd T + non-square, a one-column grid
 
@@ -65,7 +69,7 @@ def reduce(name, params, x, grid):
     """Call a reducer, giving methods that need per-video arrays (e.g. attention) seeded synthetic ones."""
     r = get_reducer(name, **params)
     aux = {}
-    if "attention" in type(r).info.needs:
+    if "attention" in r.needs:
         g = torch.Generator().manual_seed(x.shape[0] * 1000 + x.shape[1])
         aux["attention"] = torch.rand(x.shape[0], x.shape[1], generator=g).softmax(dim=1)
     return r(x, grid, **aux)

@@ -60,3 +60,12 @@ def test_save_attention_then_visionzip(tiny_ckpt, tmp_path):
         extract(ExtractOptions([str(tmp_path / "v.mp4")], tmp_path / "att.zarr", **kw), quiet=True)
     s = compress(CompressOptions(tmp_path / "att.zarr", "visionzip", out=tmp_path / "vz.zarr"), quiet=True)
     assert s.llm_tokens == 2 * 64 + 1
+    # a parameter decides whether fastvid and prumerge+ read the stored attention: compress loads it then
+    for method, mode in (("fastvid", {"saliency": "attention"}), ("prumerge+", {"score": "attention"})):
+        assert get_reducer(method).needs == () and get_reducer(method, **mode).needs == ("attention",)
+        with pytest.raises(VtcError, match="needs 'attention'"):
+            compress(
+                CompressOptions(tmp_path / "plain.zarr", method, mode, out=tmp_path / "x.zarr"), quiet=True
+            )
+        s = compress(CompressOptions(tmp_path / "att.zarr", method, mode), quiet=True)
+        assert s.done == 1 and s.llm_tokens > 2
