@@ -82,7 +82,7 @@ def evaluate(
     online: Annotated[
         str | None,
         typer.Option(
-            help="In-LLM pruning on top of the stored tokens: dycoke-kv or fastv (see `vtc eval list-online`)."
+            help="In-LLM pruning method on top of the stored tokens (`vtc eval list-online` lists them: fastv, pdrop, sparsevlm, ...)."
         ),
     ] = None,
     settings: Annotated[

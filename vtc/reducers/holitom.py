@@ -208,7 +208,7 @@ class HoliTom(Reducer):
         """Group ids (any order, -1 dropped) and float64 weights of the T*N base tokens."""
         T, N, C = feats.shape
         unit = F.normalize(feats, p=2, dim=-1)  # [T, N, C]
-        # the dot of unit vectors: the official F.cosine_similarity of them within 3e-8, 6x faster here
+        # the dot of unit vectors: the official F.cosine_similarity of them within 3e-8 (the cheaper of the two)
         static = torch.linalg.vecdot(unit[:-1], unit[1:]) > self.tau  # [T-1, N]
         segments, removed = segment_frames(static, self.max_window)
         total = T * N

@@ -178,7 +178,9 @@ def evaluate(opt: EvalOptions, quiet: bool = False, console=None) -> dict:
             task_name = write_local_task(opt.task, opt.data, out / "task")
             include_paths.append(str(out / "task"))
         if opt.online_params and not opt.online:
-            raise VtcError("--set configures an online method: add --online dycoke-kv or --online fastv")
+            raise VtcError(
+                "--set configures an online method: add --online NAME (vtc eval list-online lists them)"
+            )
         online_cfg = (
             online_config(get_online(opt.online, **(opt.online_params or {}))) if opt.online else None
         )
