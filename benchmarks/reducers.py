@@ -6,7 +6,8 @@
 Inputs: one video of 32 frames × 196 tokens (14×14) and one of 32 × 729 (27×27), 1152-d, float16,
 (methods with a `grid` parameter run with grid=native on the 196 video: it already is LLaVA-OV's
 pooled grid, so pooling it again to 7×7 would measure nothing real),
-random but smooth across frames (so merging methods have something to merge). For each method:
+random but smooth across frames (so merging methods have something to merge). For each method: the
+tokens it sends the LLM and their share of stock LLaVA-OV's 32 x 196 + 1 = 6,273 (at its defaults), its
 median wall time of `repeats` calls, its ratio to reading the input once from memory (a float32
 sum over every element: the floor for an O(n) method), and — where benchmarks/reference/ has a
 straightforward loop re-implementation — the loop's time on the same input, the speed-up, and
@@ -89,21 +90,23 @@ def main() -> None:
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; median of {args.repeats} runs; float16 input"
     )
-    header = f"{'method':<15}{'shape':<8}{'LLM tok':>8}{'median ms':>11}{'x read':>8}{'loop ms':>11}{'speed-up':>10}{'vs loop':>9}"
+    header = f"{'method':<15}{'shape':<8}{'LLM tok':>8}{'% stock':>8}{'median ms':>11}{'x read':>8}{'loop ms':>11}{'speed-up':>10}{'vs loop':>9}"
     print(header)
     print("-" * len(header))
     for shape in args.shapes:
         T, grid = SHAPES[shape]
         x = video(T, grid)
         read = median_time(lambda x=x: x.sum(dtype=torch.float32), args.repeats)
-        print(f"{'(read input)':<15}{shape:<8}{'':>8}{1000 * read:>11.2f}{1.0:>8.2f}")
+        print(f"{'(read input)':<15}{shape:<8}{'':>8}{'':>8}{1000 * read:>11.2f}{1.0:>8.2f}")
         for name in names:
             fields = {f.name for f in dataclasses.fields(list_reducers()[name])}
             r = get_reducer(name, **({"grid": "native"} if shape == "32x196" and "grid" in fields else {}))
             aux = aux_for(r, x)
             out = r(x, grid, **aux)
             t = median_time(lambda r=r, x=x, g=grid, aux=aux: r(x, g, **aux), args.repeats)
-            row = f"{name:<15}{shape:<8}{out.n_llm_tokens:>8}{1000 * t:>11.2f}{t / read:>8.1f}"
+            stock = T * 196 + 1  # stock LLaVA-OV's tokens for T frames (both shapes stand for 14x14 pooled)
+            pct = 100 * out.n_llm_tokens / stock
+            row = f"{name:<15}{shape:<8}{out.n_llm_tokens:>8}{pct:>8.1f}{1000 * t:>11.2f}{t / read:>8.1f}"
             if name in refs:
                 loop, diff = refs[name]
                 t0 = time.perf_counter()

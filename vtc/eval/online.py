@@ -257,7 +257,10 @@ def merge_into_nearest(x: Tensor, keep: Tensor, drop: Tensor) -> Tensor:
 
 
 @register_online(
-    "dycoke-kv", paper="DyCoke (arXiv 2411.15024), §3.2 KV cache dynamic pruning", phase="decode"
+    "dycoke-kv",
+    paper="DyCoke: Dynamic Compression of Tokens for Fast Video Large Language Models (arXiv 2411.15024), "
+    "§3.2 KV cache dynamic pruning",
+    phase="decode",
 )
 @dataclasses.dataclass(frozen=True)
 class DyCokeKV:
@@ -301,7 +304,12 @@ class DyCokeKV:
         return self.l
 
 
-@register_online("fastv", paper="FastV (Chen et al. 2024, arXiv 2403.06764)", phase="prefill+decode")
+@register_online(
+    "fastv",
+    paper="An Image is Worth 1/2 Tokens After Layer 2: Plug-and-Play Inference Acceleration for Large "
+    "Vision-Language Models (FastV, arXiv 2403.06764)",
+    phase="prefill+decode",
+)
 @dataclasses.dataclass(frozen=True)
 class FastV:
     """FastV: after layer k-1, keep the R visual tokens the last prompt token attends to most.
@@ -505,6 +513,8 @@ class PruneVid:
     span (newline and markers included), layer 10 and α = 0.4 as official (layer 10 of LLaVA-OV-7B's 28, not
     rescaled). vtc removes the dropped tokens physically for layers > `layer` and gathers the kept ones out of
     the full caches of layers <= `layer` at decode (the official cut of those caches, the same attention).
+    The pre-LLM stage is the offline reducer ``prunevid``; its store keeps which tokens are static merges and
+    each frame's scene (``extra_static``, ``extra_segment``), what a per-window budget would need.
     """
 
     layer: int = 10
@@ -541,7 +551,8 @@ class HoliTom:
     LLaVA-OV-7B scripts (code default K = 3), round(N·(1-r)) kept, original RoPE positions, the merge a loop of
     pairwise averages (see :func:`merge_into_nearest`), prefill only, layers < K keep the full cache. vtc
     follows it on the visual tokens reaching the LLM (the whole <video> span); HoliTom's pre-LLM stages
-    (temporal segmentation, spatial merging) are not part of this method.
+    (temporal segmentation, spatial merging) are the offline reducer ``holitom`` (vtc compress), so the
+    whole method is that store evaluated with this one.
     """
 
     k: int = 18
