@@ -113,6 +113,7 @@ def evaluate(
     from vtc.cli.compress import parse_sets
     from vtc.stages.evaluate import EvalOptions
     from vtc.stages.evaluate import evaluate as run
+    from vtc.stages.report import results_table
 
     con = console(quiet, json_out)
     if batch_size < 1:
@@ -146,50 +147,6 @@ def evaluate(
         return
     con.print(results_table([r]))
     con.print(f"results: {out / 'results.json'}", highlight=False)
-
-
-def results_table(results: list[dict], title: str = "vtc eval"):
-    """One row per run, within 80 columns: accuracy (Video-MME: short/medium/long below it), visual
-    tokens at prefill (→ at decode when online pruning changed them), TokDense, LLM GFLOPs per sample
-    (analytic), median time to first token and decode ms/token."""
-    from rich import box
-    from rich.table import Table
-
-    from vtc.stages.report import method_label
-
-    t = Table(title=title, box=box.SIMPLE_HEAD)
-    t.add_column("method", min_width=12, max_width=20, overflow="fold")
-    for col in ("n", "acc%", "tokens", "TokDense", "GFLOPs", "TTFT ms", "ms/tok"):
-        t.add_column(col, justify="right", no_wrap=True)
-    for r in results:
-        # the parameters that differ from the defaults, one per line (the full config is in results.json)
-        name = method_label(r["method"]).replace(" ", "\n ")
-        if r.get("online"):
-            name += "\n+" + method_label(r["online"], "online").replace(" ", "\n ")
-        vt = r["visual_tokens"]
-        vd = r.get("visual_tokens_decode") or {}
-        pd = r.get("per_duration", {})
-        acc = f"{r['accuracy']:.1f}"
-        if pd:
-            acc += "\n" + "/".join(f"{pd[k]:.0f}" if k in pd else "-" for k in ("short", "medium", "long"))
-        tokens = f"{vt['mean']:.0f}"
-        if vd and round(vd["mean"]) != round(vt["mean"]):
-            tokens += f"\n→{vd['mean']:.0f}"
-        fl = (r.get("flops") or {}).get("mean_per_sample", {})
-        ms = r.get("measured") or {}
-        ttft = (ms.get("ttft_s") or {}).get("median")
-        dec = (ms.get("decode_ms_per_token") or {}).get("median")
-        t.add_row(
-            name,
-            str(r["n_samples"]),
-            acc,
-            tokens,
-            f"{r['tokdense']:.4f}",
-            f"{fl['total'] / 1e9:.4g}" if "total" in fl else "-",
-            f"{1000 * ttft:.0f}" if ttft is not None else "-",
-            f"{dec:.1f}" if dec is not None else "-",
-        )
-    return t
 
 
 @eval_app.command(name="list-online", epilog=examples("vtc eval list-online", "vtc eval list-online --json"))

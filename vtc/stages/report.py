@@ -880,3 +880,45 @@ def _loss_plot(training: list[TrainingRun], base: Path) -> list[Path]:
 
 def to_json(rep: Report) -> str:
     return json.dumps(rep.to_dict(), indent=2, default=str)
+
+
+def results_table(results: list[dict], title: str = "vtc eval"):
+    """One row per run, within 80 columns: accuracy (Video-MME: short/medium/long below it), visual
+    tokens at prefill (→ at decode when online pruning changed them), TokDense, LLM GFLOPs per sample
+    (analytic), median time to first token and decode ms/token."""
+    from rich import box
+    from rich.table import Table
+
+    t = Table(title=title, box=box.SIMPLE_HEAD)
+    t.add_column("method", min_width=12, max_width=20, overflow="fold")
+    for col in ("n", "acc%", "tokens", "TokDense", "GFLOPs", "TTFT ms", "ms/tok"):
+        t.add_column(col, justify="right", no_wrap=True)
+    for r in results:
+        # the parameters that differ from the defaults, one per line (the full config is in results.json)
+        name = method_label(r["method"]).replace(" ", "\n ")
+        if r.get("online"):
+            name += "\n+" + method_label(r["online"], "online").replace(" ", "\n ")
+        vt = r["visual_tokens"]
+        vd = r.get("visual_tokens_decode") or {}
+        pd = r.get("per_duration", {})
+        acc = f"{r['accuracy']:.1f}"
+        if pd:
+            acc += "\n" + "/".join(f"{pd[k]:.0f}" if k in pd else "-" for k in ("short", "medium", "long"))
+        tokens = f"{vt['mean']:.0f}"
+        if vd and round(vd["mean"]) != round(vt["mean"]):
+            tokens += f"\n→{vd['mean']:.0f}"
+        fl = (r.get("flops") or {}).get("mean_per_sample", {})
+        ms = r.get("measured") or {}
+        ttft = (ms.get("ttft_s") or {}).get("median")
+        dec = (ms.get("decode_ms_per_token") or {}).get("median")
+        t.add_row(
+            name,
+            str(r["n_samples"]),
+            acc,
+            tokens,
+            f"{r['tokdense']:.4f}",
+            f"{fl['total'] / 1e9:.4g}" if "total" in fl else "-",
+            f"{1000 * ttft:.0f}" if ttft is not None else "-",
+            f"{dec:.1f}" if dec is not None else "-",
+        )
+    return t
