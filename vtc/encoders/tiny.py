@@ -169,3 +169,47 @@ def build_learnable_llava_ov(out_dir: str | Path, seed: int = 0) -> Path:
         out_dir, seed=seed, text=LEARNABLE_TEXT, vision=tiny_vision_config(image_size=LEARNABLE_IMAGE),
         tokenizer={"corpus_extra": prompts, "vocab_size": LEARNABLE_VOCAB},
     )  # fmt: skip
+
+
+def build_tiny_qwen2_5_vl(out_dir: str | Path, seed: int = 0) -> Path:
+    """A tiny random Qwen2.5-VL (vision tower with window and full attention blocks, 2x2 merger, a 2-layer
+    M-RoPE LLM) saved with `save_pretrained`, so `from_pretrained(out_dir)` takes the real loading path.
+    Real geometry: 14-pixel patches, temporal patches of 2 frames, 2x2 merging, 112-pixel windows."""
+    import torch
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    # a small vocabulary (the real one is 151,936) with the special tokens at its end
+    config = Qwen2_5_VLConfig(
+        image_token_id=396,
+        video_token_id=397,
+        vision_start_token_id=398,
+        vision_end_token_id=399,
+        vision_config={
+            "depth": 2,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 2,
+            "out_hidden_size": 64,
+            "fullatt_block_indexes": [1],
+            "window_size": 112,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "tokens_per_second": 2,
+        },
+        text_config={
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "vocab_size": 400,
+            "max_position_embeddings": 4096,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [2, 3, 3]},
+        },
+    )
+    torch.manual_seed(seed)
+    model = Qwen2_5_VLForConditionalGeneration(config).eval()
+    out = Path(out_dir)
+    model.save_pretrained(out)
+    return out
