@@ -73,15 +73,57 @@ def test_tower_tokens_are_the_models_features_on_its_grid(tiny_qwen):
     with torch.inference_mode():
         ref = model.model.get_image_features(hf["pixel_values"], hf["image_grid_thw"]).pooler_output[0]
     r = pre.resize(img)
-    feats, (h, w) = tower.encode(np.concatenate([r, r]))
+    feats = tower.encode(np.concatenate([r, r]))
+    h, w = tower.video_grid(r.shape)
     H, W = r.shape[1:3]
     assert (h, w) == (H // 28, W // 28) and feats.shape == (1, h * w, tower.dim)
     assert h * w > 16  # several 112-pixel attention windows
     torch.testing.assert_close(feats[0], ref, atol=1e-5, rtol=1e-5)
-    video, _ = tower.encode(pre.resize(frames(5, 90, 160, seed=3)))
+    video = tower.encode(frames(5, 90, 160, seed=3))
     assert video.shape == (3, h * w, tower.dim)  # 5 frames: 3 temporal steps (the last frame repeated)
 
 
 def test_other_models_are_refused_in_one_line(tiny_ckpt):
     with pytest.raises(VtcError, match="is a llava_onevision model, not Qwen2.5-VL"):
         QwenVisionTower(str(tiny_ckpt["llava_ov"]))
+
+
+def test_extract_stores_the_merger_tokens_per_video(tiny_qwen, tmp_path):
+    """vtc extract with a Qwen2.5-VL checkpoint: the merger's tokens of each video on its own grid, the
+    resize policy and temporal patch in the store identity; the stages that do not take such a store yet
+    (compress, and with it eval) refuse it in one line and leave nothing behind."""
+    from vtc.cache import Store
+    from vtc.stages.compress import CompressOptions, compress
+    from vtc.stages.demo import synth_video
+    from vtc.stages.extract import ExtractOptions, extract
+    from vtc.stages.info import store_info
+    from vtc.video import SamplingPolicy, decode_video
+
+    synth_video(tmp_path / "v.mp4", n_frames=8, seed=3)
+    s = extract(
+        ExtractOptions([str(tmp_path / "v.mp4")], tmp_path / "q.zarr", model=str(tiny_qwen), frames=5),
+        quiet=True,
+    )
+    assert s.done == 1
+    st = Store.open(tmp_path / "q.zarr")
+    enc = st.meta["identity"]["encoder"]
+    assert enc["source"] == "qwen2_5_vl" and enc["grid"] is None and enc["preprocess"]["temporal_patch"] == 2
+    arrays, attrs = st.read("v")
+    tower = QwenVisionTower(str(tiny_qwen))
+    dec = decode_video(tmp_path / "v.mp4", SamplingPolicy(frames=5), size=None)
+    ref = tower.encode(dec.frames)
+    assert tuple(attrs["grid"]) == tower.video_grid(dec.frames.shape)
+    assert arrays["features"].shape == (3, ref.shape[1], tower.dim) and len(arrays["frame_indices"][...]) == 5
+    np.testing.assert_array_equal(arrays["features"][...], ref.numpy().astype(np.float16))
+    assert store_info(tmp_path / "q.zarr")["summary"]["tokens per frame"] == "per video"
+
+    with pytest.raises(VtcError, match="vtc compress does not run on qwen2_5_vl features yet"):
+        compress(CompressOptions(tmp_path / "q.zarr", "none", out=tmp_path / "t.zarr"), quiet=True)
+    assert not (tmp_path / "t.zarr").exists()
+    with pytest.raises(VtcError, match="--save-attention"):
+        extract(
+            ExtractOptions(
+                [str(tmp_path / "v.mp4")], tmp_path / "a.zarr", model=str(tiny_qwen), save_attention=True
+            ),
+            quiet=True,
+        )

@@ -113,12 +113,18 @@ class QwenVisionTower:
     """Qwen2.5-VL's vision tower and merger from a checkpoint (a Hugging Face id or a local directory):
     `encode(frames)` -> the merger's tokens [T/2, (H/28) * (W/28), D] on their (t, h, w) grid."""
 
-    def __init__(self, model_id: str, device: str = "cpu", dtype: str = "fp32"):
-        from vtc.encoders.vision import DTYPES, load_config
+    source = "qwen2_5_vl"
+    grid = None  # per video: it follows each video's resolution
+    decode_size = None  # frames are decoded at their own size and resized here (`smart_resize`)
+
+    def __init__(self, model_id: str, device: str = "cpu", dtype: str = "fp32", layer: int | None = None):
+        from vtc.encoders.vision import DTYPES, _config_hash, load_config
         from vtc.errors import VtcError
 
         if dtype not in DTYPES:
             raise VtcError(f"unknown dtype '{dtype}'; valid: {', '.join(DTYPES)}")
+        if layer is not None:
+            raise VtcError("Qwen2.5-VL features are its merger's output: --layer does not apply")
         config = load_config(model_id)
         if config.model_type != "qwen2_5_vl":
             raise VtcError(f"'{model_id}' is a {config.model_type} model, not Qwen2.5-VL")
@@ -128,14 +134,39 @@ class QwenVisionTower:
             patch=vc.patch_size, merge=vc.spatial_merge_size, temporal_patch=vc.temporal_patch_size
         )
         self.dim = vc.out_hidden_size
+        self.revision = getattr(config, "_commit_hash", None)
+        self.config_hash = _config_hash(vc)
         self._visual = None
+
+    def identity(self) -> dict:
+        """What makes features comparable: recorded in the store, checked on append."""
+        return {
+            "model": self.model_id,
+            "source": self.source,
+            "revision": self.revision,
+            "vision_config_hash": self.config_hash,
+            "layer": "merger",
+            "grid": None,
+            "dim": self.dim,
+            "compute_dtype": self.dtype,
+            "preprocess": self.preprocess.to_dict(),
+        }
+
+    def video_grid(self, frame_shape) -> tuple[int, int]:
+        """The merged (h, w) grid of a video decoded at frame_shape [F, H, W, 3]."""
+        h, w = self.preprocess.size(int(frame_shape[1]), int(frame_shape[2]))
+        m = self.preprocess.patch * self.preprocess.merge
+        return h // m, w // m
 
     def load(self):
         if self._visual is None:
             import torch
             from transformers import Qwen2_5_VLForConditionalGeneration
+            from transformers.utils import logging as hf_logging
 
             from vtc.encoders.vision import DTYPES, load_error
+
+            hf_logging.disable_progress_bar()
 
             try:
                 full = Qwen2_5_VLForConditionalGeneration.from_pretrained(
@@ -147,17 +178,21 @@ class QwenVisionTower:
             del full  # only the tower is kept; the LLM's weights are freed
         return self._visual
 
-    def encode(self, frames: np.ndarray):
-        """uint8 frames [F, H, W, 3], already at `preprocess.size` -> (float32 CPU tensor [T', h*w, D], (h, w))
-        with T' = ceil(F / 2) temporal steps and h, w = H/28, W/28 merged cells."""
+    def encode(self, frames: np.ndarray, batch_size: int = 16, attention: bool = False):
+        """uint8 frames [F, H, W, 3] at any size -> float32 CPU tensor [T', h*w, D] on the `video_grid`,
+        T' = ceil(F / 2) temporal steps (the tower sees the whole video at once: batch_size is unused)."""
         import torch
 
+        from vtc.errors import VtcError
+
+        if attention:
+            raise VtcError("--save-attention stores SigLIP attention; it is not defined for Qwen2.5-VL")
         visual = self.load()
-        pixels, thw = self.preprocess(frames)
+        pixels, thw = self.preprocess(self.preprocess.resize(frames))
         with torch.inference_mode():
             out = visual(
                 pixels.to(self.device, next(visual.parameters()).dtype), grid_thw=thw[None].to(self.device)
             )
         t, gh, gw = thw.tolist()
         m = self.preprocess.merge
-        return out.pooler_output.float().cpu().reshape(t, (gh // m) * (gw // m), -1), (gh // m, gw // m)
+        return out.pooler_output.float().cpu().reshape(t, (gh // m) * (gw // m), -1)

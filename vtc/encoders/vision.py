@@ -90,6 +90,29 @@ def _config_hash(config) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def store_grid(encoder_identity: dict, what: str) -> tuple[int, int]:
+    """The patch grid all videos of a feature store share (its encoder identity's). A Qwen2.5-VL store has a
+    grid per video (it follows each video's resolution); the stages that do not take one yet refuse it."""
+    if encoder_identity.get("grid") is None:
+        raise VtcError(
+            f"{what} does not run on {encoder_identity.get('source')} features yet (their grid follows each "
+            "video's resolution); vtc extracts them, the rest of the pipeline takes LLaVA-OneVision stores"
+        )
+    return tuple(encoder_identity["grid"])
+
+
+def make_encoder(model_id: str | None, device: str = "cpu", dtype: str = "fp32", layer: int | None = None):
+    """The vision side of the checkpoint's family: `VisionEncoder` (LLaVA-OneVision, SigLIP) or
+    `vtc.encoders.qwen2_5_vl.QwenVisionTower`; both give `identity()`, `decode_size`, `video_grid(shape)`,
+    `load()` and `encode(frames)` -> [T, h*w, D]."""
+    model_id = model_id or DEFAULT_MODEL
+    if load_config(model_id).model_type == "qwen2_5_vl":
+        from vtc.encoders.qwen2_5_vl import QwenVisionTower
+
+        return QwenVisionTower(model_id, device=device, dtype=dtype, layer=layer)
+    return VisionEncoder(model_id, device=device, dtype=dtype, layer=layer)
+
+
 @dataclass
 class VisionEncoder:
     """Loads a SigLIP-family tower and turns preprocessed frames into [F, H*W, C] patch features."""
@@ -118,7 +141,7 @@ class VisionEncoder:
         else:
             raise VtcError(
                 f"'{self.model_id}' is a {config.model_type} model; vtc extract takes a LLaVA-OneVision "
-                "checkpoint (its tower is used) or a SigLIP vision model"
+                "or Qwen2.5-VL checkpoint (its tower is used) or a SigLIP vision model"
             )
         vc = self.vision_config
         if vc.image_size != self.preprocess.size[0]:
@@ -129,6 +152,15 @@ class VisionEncoder:
         self.revision = getattr(config, "_commit_hash", None)
         self.config_hash = _config_hash(vc)
         self._model = None
+
+    @property
+    def decode_size(self) -> tuple[int, int]:
+        """(W, H) the decoder resizes frames to (LLaVA-OV's fixed square)."""
+        return self.preprocess.size
+
+    def video_grid(self, frame_shape) -> tuple[int, int]:
+        """The patch grid of every video: fixed by the tower's image size."""
+        return self.grid
 
     def identity(self) -> dict:
         """What makes features comparable: recorded in the store, checked on append."""

@@ -359,7 +359,9 @@ def store_flops(
     if st.kind == "tokens":
         grid = st.meta.get("parent_identity", {}).get("encoder", {}).get("grid", [27, 27])
     else:
-        grid = st.meta["identity"]["encoder"]["grid"]
+        from vtc.encoders.vision import store_grid
+
+        grid = store_grid(st.meta["identity"]["encoder"], "vtc flops --tokens")
     rows = []
     for e in done.values():
         stock_n = stock_llm_tokens(e["n_frames"], grid)

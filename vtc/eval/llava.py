@@ -49,8 +49,10 @@ class TokenSource:
             self.method = reducer_config(self._none)
         else:
             raise VtcError(f"{path} is a {st.kind} store; evaluation needs a token or feature store")
+        from vtc.encoders.vision import store_grid
+
         enc = self.features.meta["identity"]["encoder"]
-        self.grid, self.dim = tuple(enc["grid"]), enc["dim"]
+        self.grid, self.dim = store_grid(enc, "a LLaVA-OneVision model"), enc["dim"]
 
     def ids(self) -> list[str]:
         src = self.tokens if self.tokens is not None else self.features

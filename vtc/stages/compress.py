@@ -137,6 +137,7 @@ def compress(opt: CompressOptions, quiet: bool = False, console=None) -> Compres
 
     import torch
 
+    from vtc.encoders.vision import store_grid
     from vtc.reducers import list_reducers, reducer_config
     from vtc.reducers.flops import module_flops
 
@@ -145,6 +146,7 @@ def compress(opt: CompressOptions, quiet: bool = False, console=None) -> Compres
     if batch_size < 1:
         raise VtcError(f"--batch-size must be >= 1, got {batch_size}")
     feats = Store.open(opt.store, kind="features")
+    grid = store_grid(feats.meta["identity"]["encoder"], "vtc compress")  # before the output exists
     params = dict(params or {})
     cls = list_reducers().get(opt.method)
     if cls is not None and "seed" in {f.name for f in dataclasses.fields(cls)} and "seed" not in params:
@@ -165,7 +167,6 @@ def compress(opt: CompressOptions, quiet: bool = False, console=None) -> Compres
         out, "tokens", identity, provenance={"stage": "compress", "parent_identity": feats.meta["identity"]}
     )
     summary = CompressSummary(store=str(opt.store), out=str(out), method=config)
-    grid = tuple(feats.meta["identity"]["encoder"]["grid"])
     summary.parent_failed = len(feats.failed())
 
     done = tok.done()

@@ -70,7 +70,7 @@ def extract(
     and the run goes on. ``_decode_fn`` ("module:function") replaces the decoder in the worker: a test
     hook for decoders that hang or crash.
     """
-    from vtc.encoders.vision import DEFAULT_MODEL, VisionEncoder
+    from vtc.encoders.vision import make_encoder
     from vtc.video import DecodeWorker, SamplingPolicy, VideoError, fingerprint, list_backends
 
     if opt.storage_dtype not in STORAGE_DTYPES:
@@ -90,7 +90,9 @@ def extract(
     if not items:
         raise VtcError("no input videos (give files, directories, globs or a .csv/.jsonl manifest)")
 
-    encoder = VisionEncoder(opt.model or DEFAULT_MODEL, device=opt.device, dtype=opt.dtype, layer=opt.layer)
+    encoder = make_encoder(opt.model, device=opt.device, dtype=opt.dtype, layer=opt.layer)
+    if opt.save_attention and encoder.grid is None:
+        raise VtcError("--save-attention stores SigLIP attention; it is not defined for Qwen2.5-VL")
     st = Store.create(
         opt.store,
         "features",
@@ -117,7 +119,7 @@ def extract(
         DecodeWorker(
             policy,
             backend=opt.backend,
-            size=encoder.preprocess.size,
+            size=encoder.decode_size,
             timeout=opt.timeout,
             _decode_fn=_decode_fn,
         ) as worker,
@@ -148,7 +150,8 @@ def extract(
                 bar.advance(1, 0)
                 continue
             fp = fingerprint(path)
-            n, hw, c = feats.shape
+            _, hw, c = feats.shape
+            n = len(result.frame_indices)  # frames sampled (Qwen2.5-VL's rows are pairs of them)
             st.write(
                 vid,
                 {
@@ -164,7 +167,7 @@ def extract(
                     "total_frames": int(result.total_frames),
                     "video_fps": float(result.fps),
                     "duration": float(result.duration),
-                    "grid": list(encoder.grid),
+                    "grid": list(encoder.video_grid(result.frames.shape)),
                 },
                 summary={"n_frames": int(n), "source": str(Path(path).resolve()), "fingerprint": fp},
                 chunks={"features": (1, hw, c)},

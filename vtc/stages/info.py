@@ -21,7 +21,7 @@ def store_info(path: str | Path) -> dict:
         summary.update(
             {
                 "frames": sum(frames),
-                "tokens per frame": enc["grid"][0] * enc["grid"][1],
+                "tokens per frame": enc["grid"][0] * enc["grid"][1] if enc["grid"] else "per video",
                 "feature dim": enc["dim"],
                 "encoder": enc["model"],
                 "layer": enc["layer"],
