@@ -331,3 +331,26 @@ def test_cli_with_a_token_store_and_errors(feature_store, tmp_path, tiny_ckpt, c
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.strip().count("\n") == 0 and "not both" in err
+
+
+def test_cli_takes_any_online_method(capsys):
+    """`vtc flops --online NAME --set ...`: the per-layer counts are the method's own (`visible`, checked
+    against real runs in tests/test_online_more.py), so the FLOPs fall with them."""
+    from vtc.eval.online import get_online
+
+    args = ["flops", "--visual", "6273", "--online", "pdrop", "--set", "layers=6,12,18", "--json"]
+    r = json.loads(_run_cli(args, capsys).out)
+    pre, dec = get_online("pdrop", layers="6,12,18").visible(6273, 24)
+    assert r["visible_prefill"] == pre and r["visible_decode"] == dec and pre[-1] == 784
+    assert r["pruning"] == {"online": {"method": "pdrop", "layers": "6,12,18", "ratio": 0.5}}
+    assert r["llm"]["prefill"] < llm_flops(KNOWN_SHAPES[OV_05B], 64, 6273, 16)["prefill"]
+    table = _run_cli(["flops", "--online", "sparsevlm"], capsys).out
+    assert "sparsevlm" in table and max(len(line) for line in table.splitlines()) <= 80
+    for bad, match in (
+        (["--online", "holitom", "--set", "k=30"], "needs an LLM with more than 30 layers"),
+        (["--set", "k=2"], "add --online NAME"),
+        (["--online", "fastv", "--fastv-k", "2", "--fastv-r", "9"], "not both"),
+    ):
+        with pytest.raises(SystemExit) as e:
+            _run_cli(["flops", *bad], capsys)
+        assert e.value.code != 0 and match in capsys.readouterr().err

@@ -451,3 +451,26 @@ def test_sparsevlm_multi_stage_eager_equals_sdpa(deep_runner, video):  # noqa: F
     b = eager.run(feats, red, QUESTIONS[1], max_new_tokens=4, keep_logits=True, online=m)
     assert a.token_ids == b.token_ids and a.online_stats == b.online_stats
     assert torch.allclose(a.logits, b.logits, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "name,params",
+    [
+        ("dycoke-kv", {"l": 2, "p": 0.7}),
+        ("fastv", {"k": 2, "ratio": 0.5}),
+        ("pdrop", {"layers": "1,2,3"}),
+        ("sparsevlm", {"layers": "0,1,2", "ratios": "0.5,0.3,0.1"}),
+        ("prunevid", {"layer": 1}),
+        ("holitom", {"k": 2}),
+    ],
+)
+def test_each_methods_analytic_counts_are_what_the_run_sees(deep_runner, video, name, params):  # noqa: F811
+    """`visible` (what vtc flops computes from without a run) against the counts a real run records."""
+    feats, red = video
+    m = get_online(name, **params)
+    g = deep_runner.run(feats, red, QUESTIONS[0], max_new_tokens=4, online=m)
+    pre, dec = m.visible(N_VIS, 4)
+    rows = g.online_stats["visible_per_step"]
+    assert rows[0] == pre and g.visible_per_layer_prefill == pre
+    assert len(rows) > 1 and all(r == dec for r in rows[1:]), (rows, dec)
+    assert min(pre + dec) < N_VIS  # something was pruned

@@ -19,6 +19,7 @@ from vtc.cli.options import Json, console, examples
         "vtc flops --tokens feats.dyntok-1a2b.zarr   # mean per video of a store",
         "vtc flops --visual 6273 --fastv-k 2 --fastv-r 1568   # FastV",
         "vtc flops --visual 3098 --dycoke-l 3 --dycoke-p 0.7  # DyCoke decode",
+        "vtc flops --visual 6273 --online pdrop --set layers=6,12,18  # any in-LLM method",
         note="FLOPs = 2 x multiply-adds of the matmuls, causal attention counted exactly; norms, RoPE, "
         "softmax and activations are left out. 'paper' is FastV's / DyCoke's Eq. 8 on the same "
         "tokens (one FLOP per multiply-add, n^2 attention); 'stock' is LLaVA-OV's F*196+1 tokens. Known "
@@ -54,9 +55,16 @@ def flops(
     dycoke_p: Annotated[
         float | None, typer.Option(help="DyCoke KV pruning: ... see (1-P) of the visual tokens.")
     ] = None,
+    online: Annotated[
+        str | None, typer.Option(help="Any in-LLM method (`vtc eval list-online`), with its --set values.")
+    ] = None,
+    settings: Annotated[
+        list[str] | None, typer.Option("--set", help="Online method parameter KEY=VALUE (repeatable).")
+    ] = None,
     json_out: Json = False,
 ) -> None:
     """Analytic FLOPs of the LLM (prefill, decode) plus the reduction module's own, vs stock LLaVA-OV."""
+    from vtc.cli.compress import parse_sets
     from vtc.eval.flops import flops_report
 
     r = flops_report(
@@ -70,6 +78,8 @@ def flops(
         fastv_r=fastv_r,
         dycoke_l=dycoke_l,
         dycoke_p=dycoke_p,
+        online=online,
+        online_params=parse_sets(settings or []),
     )
     if json_out:
         print(json.dumps(r, indent=2, default=str))
@@ -105,7 +115,11 @@ def flops_table(r: dict):
     from rich.table import Table
 
     where = f"{r['tokens']} ({r['videos']} videos, mean)" if "tokens" in r else r["model"]
-    pr = ", ".join(f"{k}={v}" for k, v in r["pruning"].items())
+    from vtc.stages.report import method_label
+
+    pr = ", ".join(
+        method_label(v, "online") if k == "online" else f"{k}={v}" for k, v in r["pruning"].items()
+    )
     t = Table(
         title=f"vtc flops (TFLOPs) — {where}\n{r['n_text']} text tokens, {r['n_new']} generated"
         + (f"; online pruning {pr}" if pr else "")

@@ -299,14 +299,25 @@ def online_pruning(
     fastv_r: int | None = None,
     dycoke_l: int | None = None,
     dycoke_p: float | None = None,
+    online=None,
 ) -> tuple[list[int], list[int]]:
-    """(visible_prefill, visible_decode) per layer for FastV and/or DyCoke's KV pruning.
+    """(visible_prefill, visible_decode) per layer for FastV and/or DyCoke's KV pruning, or for any
+    registered online method ``online`` (its own ``visible``, the counts a run records: tested).
 
     FastV: layers < K see all ``n_visual`` tokens, layers ≥ K the R kept (at most ``n_visual``).
     DyCoke decode: layers ≥ L see :func:`dycoke_keep` ``(v, P)`` of the v visual tokens their cache
     holds, the count evaluation keeps. Prefill is untouched by DyCoke's second stage.
     """
     L = shape.layers
+    if online is not None:
+        if any(v is not None for v in (fastv_k, fastv_r, dycoke_l, dycoke_p)):
+            raise VtcError("give --online NAME or the --fastv/--dycoke options, not both")
+        if online.first_pruned_layer() >= L:
+            raise VtcError(
+                f"{type(online).name}: pruning from layer {online.first_pruned_layer()} needs an LLM with "
+                f"more than {online.first_pruned_layer()} layers; this one has {L}"
+            )
+        return online.visible(n_visual, L)
     pre = [n_visual] * L
     if (fastv_k is None) != (fastv_r is None):
         raise VtcError("FastV needs both K (the layer) and R (visual tokens kept)")
@@ -399,6 +410,8 @@ def flops_report(
     fastv_r: int | None = None,
     dycoke_l: int | None = None,
     dycoke_p: float | None = None,
+    online: str | None = None,
+    online_params: dict | None = None,
 ) -> dict:
     """Everything `vtc flops` prints: LLM prefill / decode / total, module FLOPs, ratio vs stock.
 
@@ -412,13 +425,23 @@ def flops_report(
         raise VtcError(f"--frames must be >= 1, got {frames}")
     shape, source = llm_shape(model)
     pruning = {"fastv_k": fastv_k, "fastv_r": fastv_r, "dycoke_l": dycoke_l, "dycoke_p": dycoke_p}
+    shown = {k: v for k, v in pruning.items() if v is not None}
+    if online_params and not online:
+        raise VtcError(
+            "--set configures an online method: add --online NAME (vtc eval list-online lists them)"
+        )
+    if online:
+        from vtc.eval.online import get_online, online_config
+
+        pruning["online"] = get_online(online, **(online_params or {}))
+        shown["online"] = online_config(pruning["online"])
     report = {
         "model": str(model),
         "shape": shape.to_dict(),
         "shape_source": source,
         "n_text": n_text,
         "n_new": n_new,
-        "pruning": {k: v for k, v in pruning.items() if v is not None},
+        "pruning": shown,
     }
     if tokens is not None:
         s = store_flops(tokens, shape, n_text, n_new, pruning)

@@ -139,6 +139,18 @@ def last_query_attention(
     return query_attention(query, key, mask, scaling, n_rep, last).mean(dim=1)[:, 0]  # [B, S]
 
 
+def per_layer(n_layers: int, n_visual: int, changes: list[tuple[int, int]]) -> list[int]:
+    """Visual tokens each of ``n_layers`` layers sees: ``n_visual`` until the first (layer, count) change, then
+    that count from its layer on (changes in increasing layer order)."""
+    rows, n = [], n_visual
+    todo = list(changes)
+    for i in range(n_layers):
+        while todo and todo[0][0] <= i:
+            n = todo.pop(0)[1]
+        rows.append(n)
+    return rows
+
+
 def topk_sorted(scores: Tensor, k: int) -> Tensor:
     """Indices of the ``k`` largest scores (capped at len(scores)), ascending: the kept tokens in order."""
     k = max(0, min(int(k), scores.shape[-1]))
@@ -300,6 +312,10 @@ class DyCokeKV:
 
         return dycoke_keep(n_visual, self.p)
 
+    def visible(self, n_visual: int, n_layers: int) -> tuple[list[int], list[int]]:
+        """Visual tokens each layer sees (prefill, a decode step): decode layers >= l see the kept ones."""
+        return [n_visual] * n_layers, per_layer(n_layers, n_visual, [(self.l, self.n_keep(n_visual))])
+
     def first_pruned_layer(self) -> int:
         return self.l
 
@@ -345,6 +361,11 @@ class FastV:
     def n_keep(self, n_visual: int) -> int:
         r = self.r if self.r is not None else round(self.ratio * n_visual)
         return max(0, min(n_visual, int(r)))
+
+    def visible(self, n_visual: int, n_layers: int) -> tuple[list[int], list[int]]:
+        """Visual tokens each layer sees (prefill, a decode step): layers >= k see the kept ones."""
+        rows = per_layer(n_layers, n_visual, [(self.k, self.n_keep(n_visual))])
+        return rows, list(rows)
 
     def first_pruned_layer(self) -> int:
         return self.k
@@ -394,6 +415,15 @@ class PyramidDrop:
         for _ in self.stages():
             n = max(0, min(n, round(self.ratio * n)))
         return n
+
+    def visible(self, n_visual: int, n_layers: int) -> tuple[list[int], list[int]]:
+        """Visual tokens each layer sees (prefill, a decode step): the pyramid, stage by stage."""
+        changes, n = [], n_visual
+        for b in self.stages():
+            n = max(0, min(n, round(self.ratio * n)))
+            changes.append((b, n))
+        rows = per_layer(n_layers, n_visual, changes)
+        return rows, list(rows)
 
     def first_pruned_layer(self) -> int:
         return self.stages()[-1]  # the deepest boundary must lie inside the LLM
@@ -489,6 +519,14 @@ class SparseVLM:
     def n_keep(self, n_visual: int) -> int:
         return sum(self.schedule(n_visual)[-1])
 
+    def visible(self, n_visual: int, n_layers: int) -> tuple[list[int], list[int]]:
+        """Visual tokens each layer sees (prefill, a decode step): after each listed layer, kept + recycled."""
+        changes = [
+            (layer + 1, k + r) for layer, (k, r) in zip(self.stages(), self.schedule(n_visual), strict=True)
+        ]
+        rows = per_layer(n_layers, n_visual, changes)
+        return rows, list(rows)
+
     def first_pruned_layer(self) -> int:
         return self.stages()[-1] + 1  # the deepest sparsification must leave a layer to see it
 
@@ -531,6 +569,12 @@ class PruneVid:
 
         return dycoke_keep(n_visual, 1.0 - self.alpha)  # floor(α·N), the official int()
 
+    def visible(self, n_visual: int, n_layers: int) -> tuple[list[int], list[int]]:
+        """Visual tokens each layer sees (prefill, a decode step): the layers after `layer`, and every layer
+        while decoding, see the kept ones."""
+        keep = self.n_keep(n_visual)
+        return per_layer(n_layers, n_visual, [(self.layer + 1, keep)]), [keep] * n_layers
+
     def first_pruned_layer(self) -> int:
         return self.layer + 1
 
@@ -566,6 +610,11 @@ class HoliTom:
 
     def n_keep(self, n_visual: int) -> int:
         return max(0, min(n_visual, round(n_visual * (1.0 - self.r))))
+
+    def visible(self, n_visual: int, n_layers: int) -> tuple[list[int], list[int]]:
+        """Visual tokens each layer sees (prefill, a decode step): layers >= k see the kept (merged) ones."""
+        rows = per_layer(n_layers, n_visual, [(self.k, self.n_keep(n_visual))])
+        return rows, list(rows)
 
     def first_pruned_layer(self) -> int:
         return self.k
