@@ -140,17 +140,9 @@ class QwenVisionTower:
 
     def identity(self) -> dict:
         """What makes features comparable: recorded in the store, checked on append."""
-        return {
-            "model": self.model_id,
-            "source": self.source,
-            "revision": self.revision,
-            "vision_config_hash": self.config_hash,
-            "layer": "merger",
-            "grid": None,
-            "dim": self.dim,
-            "compute_dtype": self.dtype,
-            "preprocess": self.preprocess.to_dict(),
-        }
+        from vtc.encoders.vision import encoder_identity
+
+        return encoder_identity(self, "merger", None)  # the grid follows each video
 
     def video_grid(self, frame_shape) -> tuple[int, int]:
         """The merged (h, w) grid of a video decoded at frame_shape [F, H, W, 3]."""

@@ -90,6 +90,21 @@ def _config_hash(config) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def encoder_identity(encoder, layer, grid) -> dict:
+    """A vision encoder's identity in a feature store (either family's): checked on every append."""
+    return {
+        "model": encoder.model_id,
+        "source": encoder.source,
+        "revision": encoder.revision,
+        "vision_config_hash": encoder.config_hash,
+        "layer": layer,
+        "grid": grid,
+        "dim": encoder.dim,
+        "compute_dtype": encoder.dtype,
+        "preprocess": encoder.preprocess.to_dict(),
+    }
+
+
 def store_grid(encoder_identity: dict, what: str) -> tuple[int, int]:
     """The patch grid all videos of a feature store share (its encoder identity's). A Qwen2.5-VL store has a
     grid per video (it follows each video's resolution); the stages that do not take one yet refuse it."""
@@ -164,17 +179,7 @@ class VisionEncoder:
 
     def identity(self) -> dict:
         """What makes features comparable: recorded in the store, checked on append."""
-        return {
-            "model": self.model_id,
-            "source": self.source,
-            "revision": self.revision,
-            "vision_config_hash": self.config_hash,
-            "layer": self.layer,
-            "grid": list(self.grid),
-            "dim": self.dim,
-            "compute_dtype": self.dtype,
-            "preprocess": self.preprocess.to_dict(),
-        }
+        return encoder_identity(self, self.layer, list(self.grid))
 
     def load(self):
         if self._model is not None:
