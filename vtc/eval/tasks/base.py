@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import importlib
-import inspect
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -58,12 +57,20 @@ class TaskSpec:
     locate: Callable[[Path, dict], list[Path]] = _nowhere  # where a row's video should be under src
     per_duration: bool = False  # the per-sample metric carries a duration (short/medium/long)
     data_name: str = ""  # `vtc prepare` writes <data_name>.jsonl (default: the task's name)
-    module: str = ""  # the file defining the spec (vtc.eval.tasks.<module>): filled by register_task
 
     # more prompt kwargs for the local copy at a question file (Video-MME's subtitle folder beside it)
     local_kwargs: Callable[[Path], dict] = _no_kwargs
     # `vtc prepare`'s extra step (src, out, rows, manifest video id -> path): Video-MME's subtitles
     stage: Callable[[Path, Path, list, dict], None] | None = None
+
+    def __post_init__(self):
+        if not self.data_name:
+            object.__setattr__(self, "data_name", self.name)
+
+    @property
+    def module(self) -> str:
+        """The file under vtc/eval/tasks/ that defines the spec: the one its reader lives in."""
+        return self.read.__module__.rsplit(".", 1)[-1]
 
     @property
     def functions(self):
@@ -72,13 +79,9 @@ class TaskSpec:
 
 
 def register_task(spec: TaskSpec) -> TaskSpec:
-    """Register a benchmark's spec under its name; the calling file becomes its ``module``."""
-    caller = inspect.stack()[1].frame.f_globals["__name__"]
-    if spec.name in TASKS and TASKS[spec.name].module != caller.rsplit(".", 1)[-1]:
+    """Register a benchmark's spec under its name."""
+    if spec.name in TASKS and TASKS[spec.name].module != spec.module:
         raise ValueError(f"task {spec.name!r} is already registered by {TASKS[spec.name].module}")
-    object.__setattr__(spec, "module", caller.rsplit(".", 1)[-1])
-    if not spec.data_name:
-        object.__setattr__(spec, "data_name", spec.name)
     TASKS[spec.name] = spec
     return spec
 

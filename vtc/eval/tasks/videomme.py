@@ -41,10 +41,12 @@ __all__ = [
 __getattr__ = lazy_exports(
     _LMMS,
     {
-        name: base
-        for base in ("videomme_doc_to_text", "videomme_process_results", "videomme_aggregate_results")
-        for name in (base, base.replace("videomme_", "videomme_w_subtitle_"))
-        if name != "videomme_w_subtitle_doc_to_text"
+        "videomme_doc_to_text": "videomme_doc_to_text",
+        "videomme_process_results": "videomme_process_results",
+        "videomme_aggregate_results": "videomme_aggregate_results",
+        # the subtitle variant scores as the plain one (its prompt is written below)
+        "videomme_w_subtitle_process_results": "videomme_process_results",
+        "videomme_w_subtitle_aggregate_results": "videomme_aggregate_results",
     },
 )
 
