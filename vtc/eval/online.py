@@ -371,6 +371,17 @@ class FastV:
         return self.k
 
 
+def _layer_list(name: str, value, first: int = 0) -> tuple[int, ...]:
+    """Comma-separated increasing layer numbers >= ``first`` (a one-line ValueError otherwise)."""
+    try:
+        out = tuple(int(v) for v in str(value).split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"{name} must be comma-separated layer numbers, got {value!r}") from None
+    if not out or out[0] < first or any(b <= a for a, b in zip(out, out[1:], strict=False)):
+        raise ValueError(f"{name} must be increasing layer numbers >= {first}, got {value!r}")
+    return out
+
+
 @register_online(
     "pdrop",
     paper="PyramidDrop: Accelerating Your Large Vision-Language Models via Pyramid Visual Redundancy "
@@ -397,47 +408,32 @@ class PyramidDrop:
     ratio: float = 0.5
 
     def __post_init__(self):
-        try:
-            stages = [int(v) for v in str(self.layers).split(",") if v.strip()]
-        except ValueError:
-            raise ValueError(f"layers must be comma-separated layer numbers, got {self.layers!r}") from None
-        if not stages or stages[0] < 1 or any(b <= a for a, b in zip(stages, stages[1:], strict=False)):
-            raise ValueError(f"layers must be increasing layer numbers >= 1, got {self.layers!r}")
+        self.stages()  # scores come from the layer before a boundary: the first is >= 1
         if not 0.0 < self.ratio <= 1.0:
             raise ValueError(f"ratio must be in (0, 1], got {self.ratio}")
 
     def stages(self) -> tuple[int, ...]:
-        return tuple(int(v) for v in str(self.layers).split(",") if v.strip())
+        return _layer_list("layers", self.layers, first=1)
+
+    def counts(self, n_visual: int) -> list[int]:
+        """Visual tokens in use after each boundary: N, λN, λ²N, ... rounded stage by stage."""
+        out, n = [], n_visual
+        for _ in self.stages():
+            n = max(0, min(n, round(self.ratio * n)))
+            out.append(n)
+        return out
 
     def n_keep(self, n_visual: int) -> int:
         """Visual tokens in use after the last boundary."""
-        n = n_visual
-        for _ in self.stages():
-            n = max(0, min(n, round(self.ratio * n)))
-        return n
+        return self.counts(n_visual)[-1]
 
     def visible(self, n_visual: int, n_layers: int) -> tuple[list[int], list[int]]:
         """Visual tokens each layer sees (prefill, a decode step): the pyramid, stage by stage."""
-        changes, n = [], n_visual
-        for b in self.stages():
-            n = max(0, min(n, round(self.ratio * n)))
-            changes.append((b, n))
-        rows = per_layer(n_layers, n_visual, changes)
+        rows = per_layer(n_layers, n_visual, list(zip(self.stages(), self.counts(n_visual), strict=True)))
         return rows, list(rows)
 
     def first_pruned_layer(self) -> int:
         return self.stages()[-1]  # the deepest boundary must lie inside the LLM
-
-
-def _layer_list(name: str, value) -> tuple[int, ...]:
-    """Comma-separated increasing layer numbers >= 0 (a one-line ValueError otherwise)."""
-    try:
-        out = tuple(int(v) for v in str(value).split(",") if v.strip())
-    except ValueError:
-        raise ValueError(f"{name} must be comma-separated layer numbers, got {value!r}") from None
-    if not out or out[0] < 0 or any(b <= a for a, b in zip(out, out[1:], strict=False)):
-        raise ValueError(f"{name} must be increasing layer numbers >= 0, got {value!r}")
-    return out
 
 
 # SparseVLM's official schedules (``score.py``, v1.x): visual tokens kept at layers 2, 6, 15 of LLaVA-1.5's 576,
