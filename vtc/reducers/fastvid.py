@@ -18,7 +18,6 @@ from vtc.reducers.base import (
     Reduction,
     base_features,
     check_input,
-    llava_pool,
     reduction_from_entries,
 )
 from vtc.reducers.cluster import density_peaks
@@ -166,7 +165,7 @@ class FastVID(Reducer):
                 raise ReducerError(f"fastvid: attention must be [{T}, {H * W}], got {list(attention.shape)}")
             a = attention.float()
             glob = (a[..., None] * xf).sum(dim=1) / a.sum(dim=1, keepdim=True)  # attention-pooled frame
-            sal = llava_pool(a[..., None], (H, W))[0][..., 0] if self.grid == "pooled" else a
+            sal = base_features(a[..., None], (H, W), self.grid)[0][..., 0]  # pooled like the features
         else:
             # stand-in for the pooling head's probe: the frame's mean feature as the query
             glob = xf.mean(dim=1)

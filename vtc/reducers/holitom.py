@@ -16,7 +16,6 @@ from vtc.reducers.base import (
     Reduction,
     base_features,
     check_input,
-    llava_pool,
     reduction_from_entries,
 )
 from vtc.reducers.cluster import density_peaks
@@ -193,9 +192,8 @@ class HoliTom(Reducer):
         if tuple(attention.shape) != (T, H * W):
             raise ReducerError(f"holitom: attention must be [{T}, {H * W}], got {list(attention.shape)}")
         feats, (hb, wb) = base_features(x, (H, W), self.grid)  # [T, N, C] float32
-        attn = attention.float()
-        if self.grid == "pooled":  # as the official code: the attention pooled like the features
-            attn = llava_pool(attn[..., None], (H, W))[0][..., 0]
+        # as the official code: the attention pooled like the features
+        attn = base_features(attention[..., None], (H, W), self.grid)[0][..., 0]
         N, C = hb * wb, feats.shape[-1]
         group, weight = self._groups(feats, attn)
         base_grid = (T, hb, wb)
