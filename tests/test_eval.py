@@ -12,7 +12,8 @@ import torch
 
 from tests.conftest import write_videomme_questions
 from vtc.errors import VtcError
-from vtc.eval.llava import LlavaRunner, TokenSource, prompt_ids
+from vtc.eval.llava import LlavaRunner
+from vtc.eval.runner import TokenSource, prompt_ids
 from vtc.stages.compress import CompressOptions, compress
 
 
@@ -77,9 +78,9 @@ def test_entry_point_registers_the_model():
     assert eps.get("vtc") == "vtc.eval.plugin:manifest"
     from lmms_eval.models import get_model
 
-    from vtc.eval.lmms_model import VtcLlavaOneVision
+    from vtc.eval.lmms_model import VtcModel
 
-    assert get_model("vtc") is VtcLlavaOneVision
+    assert get_model("vtc") is VtcModel
 
 
 def test_eval_local_videomme(tiny_ckpt, none_store, tmp_path):
@@ -105,7 +106,7 @@ def test_eval_local_videomme(tiny_ckpt, none_store, tmp_path):
     # accuracy is what lmms-eval's scoring says about the answers the model gave
     scores = [s["score"] for s in r["samples"]]
     assert r["accuracy"] == pytest.approx(100 * sum(scores) / 3)
-    assert r["method"] == {"method": "none"}
+    assert r["method"] == {"method": "none", "grid": "pooled"}
 
 
 def test_eval_fails_loudly(tiny_ckpt, none_store, tmp_path):

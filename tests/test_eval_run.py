@@ -9,7 +9,8 @@ import torch
 
 from tests.conftest import write_videomme_questions
 from vtc.errors import VtcError
-from vtc.eval.llava import LlavaRunner, TokenSource
+from vtc.eval.llava import LlavaRunner
+from vtc.eval.runner import TokenSource
 from vtc.stages.compress import CompressOptions, compress
 from vtc.stages.evaluate import EvalOptions, evaluate
 

@@ -23,7 +23,7 @@ def test_info_of_feature_and_token_stores(feature_store, tmp_path):
     t = store_info(tok)
     # 4 + 3 frames of 9x9 plus one newline each, against stock 196/frame + 1
     assert t["summary"]["LLM tokens"] == 7 * 81 + 2
-    assert t["summary"]["retained (of stock LLaVA-OV tokens)"] == f"{100 * (7 * 81 + 2) / (7 * 196 + 2):.2f}%"
+    assert t["summary"]["retained (of stock tokens)"] == f"{100 * (7 * 81 + 2) / (7 * 196 + 2):.2f}%"
     assert t["summary"]["LLM tokens per video (min/mean/max)"] == "244 / 284.5 / 325"
     assert "reduce time per video (median)" in t["summary"]
 

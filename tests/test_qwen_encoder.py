@@ -90,10 +90,8 @@ def test_other_models_are_refused_in_one_line(tiny_ckpt):
 
 def test_extract_stores_the_merger_tokens_per_video(tiny_qwen, tmp_path):
     """vtc extract with a Qwen2.5-VL checkpoint: the merger's tokens of each video on its own grid, the
-    resize policy and temporal patch in the store identity; the stages that do not take such a store yet
-    (compress, and with it eval) refuse it in one line and leave nothing behind."""
+    resize policy and temporal patch in the store identity; --save-attention is refused in one line."""
     from vtc.cache import Store
-    from vtc.stages.compress import CompressOptions, compress
     from vtc.stages.demo import synth_video
     from vtc.stages.extract import ExtractOptions, extract
     from vtc.stages.info import store_info
@@ -117,9 +115,6 @@ def test_extract_stores_the_merger_tokens_per_video(tiny_qwen, tmp_path):
     np.testing.assert_array_equal(arrays["features"][...], ref.numpy().astype(np.float16))
     assert store_info(tmp_path / "q.zarr")["summary"]["tokens per frame"] == "per video"
 
-    with pytest.raises(VtcError, match="vtc compress does not run on qwen2_5_vl features yet"):
-        compress(CompressOptions(tmp_path / "q.zarr", "none", out=tmp_path / "t.zarr"), quiet=True)
-    assert not (tmp_path / "t.zarr").exists()
     with pytest.raises(VtcError, match="--save-attention"):
         extract(
             ExtractOptions(

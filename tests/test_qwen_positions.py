@@ -24,9 +24,9 @@ def stock_ids(model, n_before: int, grid: tuple[int, int, int], n_after: int, se
     n_video = grid[0] * grid[1] * grid[2]
     ids = torch.cat(
         [
-            torch.full((n_before,), 5),
+            torch.full((n_before,), 50),
             torch.full((n_video,), model.config.video_token_id),
-            torch.full((n_after,), 6),
+            torch.full((n_after,), 60),
         ]
     )[None]
     types = (ids == model.config.video_token_id).int() * 2  # 0 text, 2 video

@@ -144,16 +144,16 @@ def staged(tmp_path_factory):
 def answers_b_b_d(monkeypatch):
     """The tiny random model answers nothing useful, so after it has run (tokens and all), its answers
     are replaced: questions 0 and 1 get "B" (right in every fixture), question 2 gets "D" (wrong)."""
-    from vtc.eval.lmms_model import VtcLlavaOneVision
+    from vtc.eval.lmms_model import VtcModel
 
-    real = VtcLlavaOneVision.generate_until
+    real = VtcModel.generate_until
 
     def generate_until(self, requests):
         real(self, requests)
         # lmms-eval's generate_until args: (context, gen_kwargs, doc_to_visual, doc_id, task, split)
         return ["D" if r.args[3] == 2 else "B" for r in requests]
 
-    monkeypatch.setattr(VtcLlavaOneVision, "generate_until", generate_until)
+    monkeypatch.setattr(VtcModel, "generate_until", generate_until)
 
 
 @pytest.mark.parametrize("task", list(LOCAL_TASKS))

@@ -86,7 +86,7 @@ def test_adapter_parameter_counts(tiny_ckpt):
 def test_loss_is_on_the_answers_only(tiny_ckpt):
     from transformers import AutoTokenizer
 
-    from vtc.eval.llava import chat_ids, prompt_ids
+    from vtc.eval.runner import chat_ids, prompt_ids
 
     tok = AutoTokenizer.from_pretrained(tiny_ckpt["llava_ov"])
     ids, labels = chat_ids(tok, [("Q1?", "B"), ("Q2?", "C")], 5, 99)
@@ -211,7 +211,8 @@ def test_marker_adapter_starts_as_the_newline_and_learns_apart(syn, tmp_path):
     model = LlavaOnevisionForConditionalGeneration.from_pretrained(syn["model"])
     load_adapter(model, tmp_path / "run")
     assert not torch.equal(model.model.vtc_marker, model.model.image_newline)
-    from vtc.eval.llava import TokenSource, embed_video
+    from vtc.eval.llava import embed_video
+    from vtc.eval.runner import TokenSource
     from vtc.reducers import KIND_MARKER, get_reducer
 
     x, _ = TokenSource(syn["feats"]).load("syn_test_0000")

@@ -24,6 +24,8 @@ class Adapter:
     name = ""
     prefixes: tuple[str, ...] = ()
     options: dict = {}  # an adapter's own settings (LoRA's rank...), saved with the run
+    families: tuple[str, ...] = ("llava-onevision", "qwen2.5-vl")  # the model families it trains on
+    why_not = ""  # why it does not apply to the others
 
     def __init__(self, options: dict | None = None):
         if options:
@@ -80,6 +82,8 @@ class TokenAdapter(Adapter):
     are saved with the run, so evaluation rebuilds the same module before loading its weights."""
 
     attr = ""  # the module's attribute on the inner model, one of TOKEN_MODULES
+    families = ("llava-onevision",)
+    why_not = "token modules run in LLaVA-OV's embedding path (after its projector); Qwen2.5-VL's has no slot"
     defaults: dict = {}  # the user's settings; every token module has "heads"
 
     def __init__(self, options: dict | None = None):

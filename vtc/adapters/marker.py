@@ -14,6 +14,8 @@ NAME = "vtc_marker"
 @register_adapter("marker")
 class Marker(Adapter):
     prefixes = (f"model.{NAME}",)
+    families = ("llava-onevision",)
+    why_not = "Qwen2.5-VL has no separator embedding, so DynTok's row markers do not reach its LLM"
 
     def prepare(self, model) -> None:
         import torch

@@ -10,3 +10,6 @@ from vtc.adapters.base import Adapter, register_adapter
 @register_adapter("projector")
 class Projector(Adapter):
     prefixes = ("model.multi_modal_projector.",)
+    families = ("llava-onevision",)
+    # vtc stores Qwen2.5-VL's merger output (see vtc.encoders.qwen2_5_vl), so its merger never runs on it
+    why_not = "the store holds the merger's output, which training cannot change; train lora instead"

@@ -18,6 +18,16 @@ from pathlib import Path
 # Qwen2-style special tokens the LLaVA-OV prompt uses; <image>/<video> are the placeholders the model
 # replaces with visual features.
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"]
+# Qwen2.5-VL's: a video is <|vision_start|>, one <|video_pad|> per token, <|vision_end|>.
+QWEN_SPECIAL_TOKENS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
 
 
 # Measured on the synthetic set (tests/test_train_learns.py), 1,000 steps of 8 samples: at Qwen2's
@@ -44,9 +54,14 @@ def tiny_vision_config(hidden: int = 32, layers: int = 2, heads: int = 2, image_
     )
 
 
-def build_tiny_tokenizer(out_dir: str | Path, corpus_extra: tuple[str, ...] = (), vocab_size: int = 400):
+def build_tiny_tokenizer(
+    out_dir: str | Path,
+    corpus_extra: tuple[str, ...] = (),
+    vocab_size: int = 400,
+    special: tuple[str, ...] | list[str] = tuple(SPECIAL_TOKENS),
+):
     """A byte-level BPE tokenizer trained on a few lines of English (and ``corpus_extra``), with the
-    LLaVA-OV special tokens."""
+    ``special`` tokens (LLaVA-OV's by default)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -63,7 +78,7 @@ def build_tiny_tokenizer(out_dir: str | Path, corpus_extra: tuple[str, ...] = ()
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=list(special),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,  # its bars print empty lines when stdout is not a terminal
     )
@@ -178,12 +193,15 @@ def build_tiny_qwen2_5_vl(out_dir: str | Path, seed: int = 0) -> Path:
     import torch
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-    # a small vocabulary (the real one is 151,936) with the special tokens at its end
+    out = Path(out_dir)
+    # a small vocabulary (the real one is 151,936) with Qwen2.5-VL's special tokens
+    tok = build_tiny_tokenizer(out, special=QWEN_SPECIAL_TOKENS)
+    ids = {t: tok.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
     config = Qwen2_5_VLConfig(
-        image_token_id=396,
-        video_token_id=397,
-        vision_start_token_id=398,
-        vision_end_token_id=399,
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
         vision_config={
             "depth": 2,
             "hidden_size": 32,
@@ -203,13 +221,17 @@ def build_tiny_qwen2_5_vl(out_dir: str | Path, seed: int = 0) -> Path:
             "num_hidden_layers": 2,
             "num_attention_heads": 4,
             "num_key_value_heads": 2,
-            "vocab_size": 400,
+            "vocab_size": len(tok),
             "max_position_embeddings": 4096,
+            "bos_token_id": None,
+            "eos_token_id": tok.eos_token_id,
+            "pad_token_id": tok.pad_token_id,
             "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [2, 3, 3]},
         },
     )
     torch.manual_seed(seed)
     model = Qwen2_5_VLForConditionalGeneration(config).eval()
-    out = Path(out_dir)
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
     model.save_pretrained(out)
     return out

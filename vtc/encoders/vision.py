@@ -105,17 +105,6 @@ def encoder_identity(encoder, layer, grid) -> dict:
     }
 
 
-def store_grid(encoder_identity: dict, what: str) -> tuple[int, int]:
-    """The patch grid all videos of a feature store share (its encoder identity's). A Qwen2.5-VL store has a
-    grid per video (it follows each video's resolution); the stages that do not take one yet refuse it."""
-    if encoder_identity.get("grid") is None:
-        raise VtcError(
-            f"{what} does not run on {encoder_identity.get('source')} features yet (their grid follows each "
-            "video's resolution); vtc extracts them, the rest of the pipeline takes LLaVA-OneVision stores"
-        )
-    return tuple(encoder_identity["grid"])
-
-
 def make_encoder(model_id: str | None, device: str = "cpu", dtype: str = "fp32", layer: int | None = None):
     """The vision side of the checkpoint's family: `VisionEncoder` (LLaVA-OneVision, SigLIP) or
     `vtc.encoders.qwen2_5_vl.QwenVisionTower`; both give `identity()`, `decode_size`, `video_grid(shape)`,

@@ -361,21 +361,15 @@ def store_flops(
     module. ``pruning``: keyword arguments of :func:`online_pruning`.
     """
     from vtc.cache import Store
-    from vtc.reducers.base import stock_llm_tokens
+    from vtc.families import stock_tokens_of
 
     st = Store.open(store)
     done = st.done()
     if not done:
         raise VtcError(f"{store} has no finished videos")
-    if st.kind == "tokens":
-        grid = st.meta.get("parent_identity", {}).get("encoder", {}).get("grid", [27, 27])
-    else:
-        from vtc.encoders.vision import store_grid
-
-        grid = store_grid(st.meta["identity"]["encoder"], "vtc flops --tokens")
     rows = []
-    for e in done.values():
-        stock_n = stock_llm_tokens(e["n_frames"], grid)
+    for vid, e in done.items():
+        stock_n = stock_tokens_of(st, vid)
         n_vis = e["n_llm_tokens"] if st.kind == "tokens" else stock_n
         pre, dec = online_pruning(shape, n_vis, **(pruning or {}))
         llm = llm_flops(shape, n_text, n_vis, n_new, visible_prefill=pre, visible_decode=dec)
@@ -459,9 +453,9 @@ def flops_report(
             }
         )
     else:
-        from vtc.reducers.base import stock_llm_tokens
+        from vtc.families import LLAVA_ONEVISION
 
-        stock_n = stock_llm_tokens(frames, (27, 27))
+        stock_n = LLAVA_ONEVISION.stock_tokens(frames, (27, 27))
         n_vis = stock_n if n_visual is None else n_visual
         pre, dec = online_pruning(shape, n_vis, **pruning)
         llm = llm_flops(shape, n_text, n_vis, n_new, visible_prefill=pre, visible_decode=dec)

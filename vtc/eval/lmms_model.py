@@ -1,8 +1,12 @@
-"""The lmms-eval model: LLaVA-OneVision on vtc's precomputed, compressed visual tokens.
+"""The lmms-eval model: a video LLM (LLaVA-OneVision or Qwen2.5-VL) on vtc's precomputed, compressed tokens.
 
     python -m lmms_eval --model vtc \
         --model_args pretrained=llava-hf/llava-onevision-qwen2-0.5b-ov-hf,tokens=feats.dyntok.zarr \
         --tasks videomme --batch_size 1
+
+    # the family comes from the checkpoint's config; the token store must hold that family's features
+    python -m lmms_eval --model vtc \
+        --model_args pretrained=Qwen/Qwen2.5-VL-7B-Instruct,tokens=qwen.fastvid.zarr --tasks videomme
 
     # with adapters trained by `vtc train` (adapter=RUN), or an in-LLM method on the stored reduction
     python -m lmms_eval --model vtc --model_args pretrained=...,tokens=...,online=fastv,online_set=k=2;ratio=0.5
@@ -24,7 +28,7 @@ from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
 
 from vtc.cache.jsonl import Journal, missing_fields
-from vtc.eval.llava import LlavaRunner, TokenSource, check_compatible
+from vtc.eval.runner import TokenSource, make_runner
 from vtc.versions import stable_hash
 
 
@@ -56,7 +60,7 @@ class AnswerJournal(Journal):
         return self.latest()
 
 
-class VtcLlavaOneVision(lmms):
+class VtcModel(lmms):
     is_simple = True
 
     def __init__(
@@ -78,8 +82,8 @@ class VtcLlavaOneVision(lmms):
         from vtc.eval.online import get_online
 
         self.source = source if source is not None else TokenSource(tokens)
-        self.runner = LlavaRunner(str(pretrained), device=device, dtype=dtype)
-        check_compatible(self.runner.model, self.source.grid, self.source.dim)
+        self.runner = make_runner(str(pretrained), device=device, dtype=dtype)
+        self.runner.check(self.source)
         if adapter:  # weights trained by `vtc train`, on this base model and this feature identity
             from vtc.adapters import load_adapter
 
@@ -160,10 +164,10 @@ class VtcLlavaOneVision(lmms):
                 bar.advance(1, 1)
 
     def loglikelihood(self, requests):
-        raise NotImplementedError("vtc's LLaVA-OneVision plugin answers generate_until tasks only")
+        raise NotImplementedError("vtc's lmms-eval model answers generate_until tasks only")
 
     def generate_until_multi_round(self, requests):
-        raise NotImplementedError("vtc's LLaVA-OneVision plugin answers single-round questions only")
+        raise NotImplementedError("vtc's lmms-eval model answers single-round questions only")
 
 
 @contextlib.contextmanager

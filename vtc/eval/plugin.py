@@ -12,6 +12,6 @@ def manifest():
 
     return ModelManifest(
         model_id="vtc",
-        simple_class_path="vtc.eval.lmms_model.VtcLlavaOneVision",
+        simple_class_path="vtc.eval.lmms_model.VtcModel",
         aliases=("vtc_llava_onevision",),
     )

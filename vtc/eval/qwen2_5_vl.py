@@ -9,8 +9,13 @@ and the text after the video starts where it would after the full video.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
+
+from vtc.errors import VtcError
+from vtc.eval.runner import Runner, chat_ids
 
 
 def mrope_position_ids(
@@ -37,3 +42,80 @@ def mrope_position_ids(
     video = torch.stack([t, pos[:, 1] + s, pos[:, 2] + s])
     after = s + max(int(grid[1]), int(grid[2])) + torch.arange(n_after)
     return torch.cat([torch.arange(s).expand(3, -1), video, after.expand(3, -1)], dim=1)
+
+
+@dataclass
+class QwenRunner(Runner):
+    """A loaded Qwen2.5-VL checkpoint that answers questions about stored videos.
+
+    The store holds the merger's tokens, already in the LLM's space: a plan's visual rows are weighted
+    sums of them (the identity for ``none``), placed on the ``<|video_pad|>`` placeholders between
+    ``<|vision_start|>`` and ``<|vision_end|>``, with the M-RoPE ids of their cells (`mrope_position_ids`).
+    A temporal step lasts temporal_patch / fps seconds, fps being the video's sampling rate (qwen-vl-utils'
+    frames / duration; 2 frames per second, the processor's default, where the store has no duration).
+    """
+
+    model_types = ("qwen2_5_vl",)
+
+    def _load(self) -> None:
+        from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
+
+        from vtc.encoders.vision import DTYPES, load_config, load_error
+        from vtc.families import QWEN2_5_VL
+
+        config = load_config(self.model_id)
+        if config.model_type not in self.model_types:
+            raise VtcError(f"'{self.model_id}' is a {config.model_type} checkpoint, not Qwen2.5-VL")
+        try:
+            self.model = (
+                Qwen2_5_VLForConditionalGeneration.from_pretrained(
+                    self.model_id, dtype=getattr(torch, DTYPES[self.dtype])
+                )
+                .to(self.device)
+                .eval()
+            )
+            self.tokenizer = AutoTokenizer.from_pretrained(self.model_id)
+        except Exception as e:
+            raise load_error(self.model_id, e) from None
+        cfg = self.model.config
+        self.video_token_id = cfg.video_token_id
+        self.wrap = ([cfg.vision_start_token_id], [cfg.vision_end_token_id])
+        self.temporal_patch = int(cfg.vision_config.temporal_patch_size)
+        self.tokens_per_second = float(cfg.vision_config.tokens_per_second)
+        self.family = QWEN2_5_VL
+
+    def check(self, source) -> None:
+        if source.family is not self.family:
+            raise VtcError(
+                f"the store holds {source.family.label} features; '{self.model_id}' is a Qwen2.5-VL "
+                f"checkpoint: evaluate with a {source.family.label} one (e.g. {source.family.example})"
+            )
+        dim = int(self.model.config.vision_config.out_hidden_size)
+        if int(source.dim) != dim:
+            raise VtcError(
+                f"the store's tokens are {source.dim}-dim but this model's merger gives {dim}: extract with "
+                "this checkpoint's tower"
+            )
+
+    def video_output(self, emb):
+        return (emb,)  # Qwen2.5-VL concatenates a sequence of per-video token tensors
+
+    def conversation(self, features, reduction, turns, grad: bool = False):
+        red = self.family.for_llm(reduction)
+        T, h, w = red.base_grid
+        if red.base != "native" or features.ndim != 3 or tuple(features.shape[:2]) != (T, h * w):
+            raise VtcError(
+                f"the plan indexes a {red.base} {T}x{h}x{w} grid; the stored tokens are {list(features.shape)}"
+            )
+        weight = self.model.lm_head.weight
+        base = features.reshape(T * h * w, -1).to(weight.device, weight.dtype)
+        emb = red.apply(base, base.new_zeros(base.shape[1]))  # no separator row reaches this LLM
+        ids, labels = chat_ids(
+            self.tokenizer, turns, emb.shape[0], self.video_token_id, wrap=self.wrap, sep=""
+        )
+        start = ids.index(self.video_token_id)
+        seconds = self.temporal_patch / (red.fps or 2.0)
+        pos = mrope_position_ids(
+            start, red.pos, (T, h, w), len(ids) - start - emb.shape[0], seconds, self.tokens_per_second
+        )
+        return emb, ids, labels, pos

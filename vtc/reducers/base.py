@@ -34,7 +34,8 @@ class Reduction:
     """One video's reduced token sequence and the plan that builds it. N = every token the LLM sees.
 
     tokens:  [N, C] float32, the plan applied to the base-grid *input* features (markers/newline rows 0).
-    kind:    uint8 [N], KIND_VISUAL / KIND_MARKER / KIND_NEWLINE; the last token is the one newline.
+    kind:    uint8 [N], KIND_VISUAL / KIND_MARKER / KIND_NEWLINE; the last token is the one newline
+             (as a reducer builds it; a family without separators drops them, `without_separators`).
     pos:     int32 [N, 3] (t, h, w) on the base grid: a visual token's largest-weight source (ties: the
              first in CSR order, which is the smallest index); a marker: (t, h, Wb-1) of the row it
              closes; the newline: (T-1, Hb-1, Wb-1).
@@ -55,6 +56,9 @@ class Reduction:
     # Method-specific side outputs stored beside the plan as "extra_<name>" arrays (e.g. VQToken's
     # index map M[T, H, W] and codebook, for the trainable adapters).
     extras: dict[str, Tensor] = field(default_factory=dict)
+    # Frames sampled per second of video (the feature store's), set where evaluation loads the video:
+    # Qwen2.5-VL's M-RoPE time ids count seconds.
+    fps: float | None = None
 
     @property
     def n_llm_tokens(self) -> int:
@@ -68,6 +72,20 @@ class Reduction:
 
     def n_visual(self) -> int:
         return int((self.kind == KIND_VISUAL).sum())
+
+    def without_separators(self) -> Reduction:
+        """The visual rows only (marker and newline rows, which are empty in the plan, dropped): what an
+        LLM without a learned separator embedding reads (`vtc.families`)."""
+        keep = self.kind == KIND_VISUAL
+        if bool(keep.all()):
+            return self
+        return dataclasses.replace(
+            self,
+            tokens=self.tokens[keep],
+            kind=self.kind[keep],
+            pos=self.pos[keep],
+            indptr=torch.cat((self.indptr[:1], self.indptr[1:][keep])),
+        )
 
     def apply(self, base_tokens: Tensor, newline: Tensor, marker: Tensor | None = None) -> Tensor:
         """Apply the plan to any per-token features of the base grid (e.g. projected ones).
@@ -207,11 +225,6 @@ def closed_sets(cls: type) -> dict[str, tuple]:
         for f in dataclasses.fields(cls)
         if typing.get_origin(hints[f.name]) is Literal
     }
-
-
-def stock_llm_tokens(n_frames: int, grid) -> int:
-    """Tokens stock LLaVA-OV sends for a video: F x ceil(H/2) x ceil(W/2) + one newline (32 frames: 6,273)."""
-    return n_frames * -(-grid[0] // 2) * -(-grid[1] // 2) + 1
 
 
 def check_input(x: Tensor, grid: tuple[int, int]) -> tuple[int, int, int]:

@@ -9,11 +9,12 @@ from torch import Tensor
 
 from vtc.reducers.base import (
     KIND_NEWLINE,
+    Grid,
     Reducer,
     Reduction,
+    base_features,
     check_input,
     grid_pos,
-    llava_pool,
     newline_row,
 )
 from vtc.reducers.batch import concat_frames
@@ -31,7 +32,11 @@ class NoReduction(Reducer):
     """Identity on the pooled base: T*ceil(H/2)*ceil(W/2) visual tokens + one newline.
 
     Exactly what `LlavaOnevisionModel.get_video_features` feeds the LLM: 32 frames of 27x27 -> 6,273.
+    grid="native": every stored token, unpooled (Qwen2.5-VL's stock tokens, whose tower merges 2x2 itself:
+    `vtc.families` runs `none` there so).
     """
+
+    grid: Grid = "pooled"
 
     def decision_flops(self, red: Reduction, C: int) -> float:
         return 0.0
@@ -41,7 +46,7 @@ class NoReduction(Reducer):
         Ts = [check_input(x, grid)[0] for x in xs]
         H, W = int(grid[0]), int(grid[1])
         x, offs = concat_frames(xs)
-        pooled, (hb, wb) = llava_pool(x, (H, W))  # [sum T, hb*wb, C] float32
+        pooled, (hb, wb) = base_features(x, (H, W), self.grid)  # [sum T, hb*wb, C] float32
         C = pooled.shape[-1]
         out = []
         for T, t0 in zip(Ts, offs, strict=True):
@@ -59,7 +64,7 @@ class NoReduction(Reducer):
                     indptr=torch.cat((torch.arange(n + 1), torch.tensor([n]))),
                     src=torch.arange(n),
                     weight=torch.ones(n),
-                    base="pooled",
+                    base=self.grid,
                     base_grid=base_grid,
                     n_input_tokens=T * H * W,
                 )

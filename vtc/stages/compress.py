@@ -30,7 +30,7 @@ class CompressSummary:
     parent_failed: int = 0
     tokens_in: int = 0
     llm_tokens: int = 0
-    stock_tokens: int = 0  # what stock LLaVA-OV would send: frames x pooled grid + 1 newline per video
+    stock_tokens: int = 0  # what the stock model sends (LLaVA-OV: frames x pooled grid + 1 newline per video)
     seconds: float = 0.0
     failed: list[dict] = field(default_factory=list)
 
@@ -137,7 +137,7 @@ def compress(opt: CompressOptions, quiet: bool = False, console=None) -> Compres
 
     import torch
 
-    from vtc.encoders.vision import store_grid
+    from vtc.families import store_family
     from vtc.reducers import list_reducers, reducer_config
     from vtc.reducers.flops import module_flops
 
@@ -146,12 +146,14 @@ def compress(opt: CompressOptions, quiet: bool = False, console=None) -> Compres
     if batch_size < 1:
         raise VtcError(f"--batch-size must be >= 1, got {batch_size}")
     feats = Store.open(opt.store, kind="features")
-    grid = store_grid(feats.meta["identity"]["encoder"], "vtc compress")  # before the output exists
+    family = store_family(feats)  # before the output exists
+    # LLaVA-OV stores share one grid; a Qwen2.5-VL video's grid follows its resolution (its attrs say it)
+    store_grid = feats.meta["identity"]["encoder"].get("grid")
     params = dict(params or {})
     cls = list_reducers().get(opt.method)
     if cls is not None and "seed" in {f.name for f in dataclasses.fields(cls)} and "seed" not in params:
         params["seed"] = str(opt.seed)  # --seed seeds methods with randomness unless --set seed=… is given
-    reducer = make_reducer(opt.method, params)
+    reducer = family.adapt(make_reducer(opt.method, params), params)
     config = reducer_config(reducer)
     out = Path(out) if out else default_out(opt.store, {**config, "seed": opt.seed})
     parent = Path(opt.store).resolve()
@@ -184,13 +186,17 @@ def compress(opt: CompressOptions, quiet: bool = False, console=None) -> Compres
             chunk comes back as the VtcError that says so, and the video is recorded as failed."""
             _check_needs(feats.read(vid)[0], needs, config["method"], opt.store)
             try:
-                arrays, _ = feats.load(vid, ("features", *needs))
+                arrays, attrs = feats.load(vid, ("features", *needs))
             except VtcError as e:
                 return e
-            return torch.from_numpy(arrays["features"]), {n: torch.from_numpy(arrays[n]) for n in needs}
+            grid = tuple(int(v) for v in (attrs.get("grid") or store_grid))
+            aux = {n: torch.from_numpy(arrays[n]) for n in needs}
+            return torch.from_numpy(arrays["features"]), aux, grid
 
-        def write(vid, x, red, t_red, n_batch):
+        def write(vid, x, grid, red, t_red, n_batch):
             flops = module_flops(config["method"], reducer, red, int(x.shape[-1]))
+            red = family.for_llm(red)  # the rows the family's LLM reads: the counts are of those
+            stock = family.stock_tokens(int(x.shape[0]), grid)
             data = red.to_arrays()
             data["tokens"] = data["tokens"].astype(x.numpy().dtype)
             n_in = int(x.shape[0] * x.shape[1])
@@ -204,6 +210,7 @@ def compress(opt: CompressOptions, quiet: bool = False, console=None) -> Compres
                     "n_llm_tokens": int(red.n_llm_tokens),
                     "n_visual": int(red.n_visual()),
                     "n_frames": int(x.shape[0]),
+                    "grid": list(grid),
                 },
                 summary={
                     "reduce_s": round(t_red, 6),  # this video's share of its batch's reduce time
@@ -213,6 +220,7 @@ def compress(opt: CompressOptions, quiet: bool = False, console=None) -> Compres
                     "n_llm_tokens": int(red.n_llm_tokens),
                     "n_visual": int(red.n_visual()),
                     "n_frames": int(x.shape[0]),
+                    "n_stock_tokens": stock,
                 },
             )
 
@@ -243,28 +251,33 @@ def compress(opt: CompressOptions, quiet: bool = False, console=None) -> Compres
                         bar.advance(1, 1)
                     else:
                         keep.append((vid, *got))
-                if not keep:
-                    continue
-                vids = [v for v, _, _ in keep]
-                xs, auxs = [x for _, x, _ in keep], [a for _, _, a in keep]
-                # Seeded per video from (seed, id) so the result does not depend on processing order
-                # (reducers that run per video get it right before their video).
-                seeds = [int(stable_hash([opt.seed, vid], 15), 16) for vid in vids]
-                torch.manual_seed(seeds[0])
-                t_red = time.perf_counter()
-                reds = run_reducer_batch(reducer, xs, grid, auxs, opt.device, seeds)
-                t_red = (time.perf_counter() - t_red) / len(vids)
-                for vid, x, red in zip(vids, xs, reds, strict=True):
-                    write(vid, x, red, t_red, len(vids))
-                    summary.done += 1
-                    bar.advance(1, 1)
+                # a reducer call takes one grid: runs of consecutive videos that share theirs
+                runs: list[list] = []
+                for item in keep:
+                    if runs and runs[-1][0][3] == item[3]:
+                        runs[-1].append(item)
+                    else:
+                        runs.append([item])
+                for run in runs:
+                    vids, grid = [v for v, *_ in run], run[0][3]
+                    xs, auxs = [x for _, x, _, _ in run], [a for _, _, a, _ in run]
+                    # Seeded per video from (seed, id) so the result does not depend on processing order
+                    # (reducers that run per video get it right before their video).
+                    seeds = [int(stable_hash([opt.seed, vid], 15), 16) for vid in vids]
+                    torch.manual_seed(seeds[0])
+                    t_red = time.perf_counter()
+                    reds = run_reducer_batch(reducer, xs, grid, auxs, opt.device, seeds)
+                    t_red = (time.perf_counter() - t_red) / len(vids)
+                    for vid, x, red in zip(vids, xs, reds, strict=True):
+                        write(vid, x, grid, red, t_red, len(vids))
+                        summary.done += 1
+                        bar.advance(1, 1)
     summary.seconds = time.perf_counter() - t0
-    from vtc.reducers.base import stock_llm_tokens
-
     for e in tok.done().values():
         summary.tokens_in += e["n_input_tokens"]
         summary.llm_tokens += e["n_llm_tokens"]
-        summary.stock_tokens += stock_llm_tokens(e["n_frames"], grid)
+        # entries written before n_stock_tokens was recorded are LLaVA-OV ones, on the store's grid
+        summary.stock_tokens += e.get("n_stock_tokens") or family.stock_tokens(e["n_frames"], store_grid)
     return summary
 
 

@@ -191,7 +191,7 @@ def evaluate(opt: EvalOptions, quiet: bool = False, console=None) -> dict:
         from lmms_eval.evaluator import simple_evaluate
         from lmms_eval.tasks import TaskManager
 
-        from vtc.eval.lmms_model import VtcLlavaOneVision
+        from vtc.eval.lmms_model import VtcModel
 
         for name in ("lmms-eval", "datasets", "evaluate"):
             logging.getLogger(name).setLevel(logging.ERROR)
@@ -210,7 +210,7 @@ def evaluate(opt: EvalOptions, quiet: bool = False, console=None) -> dict:
             raise VtcError(
                 f"unknown task '{task_name}' (not in lmms-eval's registry or {include_paths or 'any --include dir'})"
             )
-        from vtc.eval.llava import TokenSource
+        from vtc.eval.runner import TokenSource
 
         source = TokenSource(opt.tokens)
         run_key = {
@@ -230,7 +230,7 @@ def evaluate(opt: EvalOptions, quiet: bool = False, console=None) -> dict:
         }
         _check_resume(out, run_key, opt.fresh)
         memory = _PeakMemory(opt.device)
-        lm = VtcLlavaOneVision(
+        lm = VtcModel(
             pretrained=opt.model,
             tokens=str(opt.tokens),
             device=opt.device,

@@ -30,11 +30,10 @@ def store_info(path: str | Path) -> dict:
         )
     else:
         n_in = sum(e["n_input_tokens"] for e in done.values())
-        from vtc.reducers.base import stock_llm_tokens
+        from vtc.families import stock_tokens_of
 
         n_llm = [e["n_llm_tokens"] for e in done.values()]
-        grid = st.meta.get("parent_identity", {}).get("encoder", {}).get("grid", [27, 27])
-        stock = sum(stock_llm_tokens(e["n_frames"], grid) for e in done.values())
+        stock = sum(stock_tokens_of(st, vid) for vid in done)
         summary.update(
             {
                 "method": st.meta["identity"]["method"],
@@ -42,7 +41,7 @@ def store_info(path: str | Path) -> dict:
                 "tokens in": n_in,
                 "LLM tokens": sum(n_llm),
                 "retained (of input tokens)": f"{100 * sum(n_llm) / n_in:.2f}%" if n_in else "-",
-                "retained (of stock LLaVA-OV tokens)": f"{100 * sum(n_llm) / stock:.2f}%" if stock else "-",
+                "retained (of stock tokens)": f"{100 * sum(n_llm) / stock:.2f}%" if stock else "-",
                 "LLM tokens per video (min/mean/max)": (
                     f"{min(n_llm)} / {sum(n_llm) / len(n_llm):.1f} / {max(n_llm)}" if n_llm else "-"
                 ),

@@ -2,7 +2,7 @@
 
 Each sample is a video from the store (its stored reduction, or a reducer applied on the fly to its
 features) and a conversation; the loss is next-token cross-entropy on the assistant's answers only
-(``vtc.eval.llava.chat_ids``, the prompt evaluation uses). AdamW over the adapters' weights, linear
+(``vtc.eval.runner.chat_ids``, the prompt evaluation uses). AdamW over the adapters' weights, linear
 warm-up then cosine decay, gradient accumulation and clipping, seeded.
 
 A run directory holds::
@@ -138,7 +138,7 @@ class Trainer:
         import torch
 
         from vtc.adapters import TokenAdapter, get_adapters
-        from vtc.eval.llava import LlavaRunner, TokenSource
+        from vtc.eval.runner import TokenSource, make_runner
         from vtc.train.data import read_qa
 
         self.opt = opt
@@ -178,10 +178,12 @@ class Trainer:
                 f"(first: '{self.qa.samples[0].video}'); extract those videos first"
             )
         torch.manual_seed(opt.seed)
-        self.runner = LlavaRunner(opt.model, device=opt.device, dtype="fp32")
-        from vtc.eval.llava import check_compatible
-
-        check_compatible(self.runner.model, self.source.grid, self.source.dim)
+        self.runner = make_runner(opt.model, device=opt.device, dtype="fp32")
+        self.runner.check(self.source)
+        family = self.runner.family
+        for a in self.adapters:
+            if family.name not in a.families:
+                raise VtcError(f"adapter {a.name} does not apply to {family.label}: {a.why_not}")
         model = self.runner.model
         self.init = None
         if opt.init:  # a finished run underneath: its weights load first and stay frozen
@@ -282,33 +284,36 @@ class Trainer:
         """Mean cross-entropy over the answer tokens of micro-batch ``micro``."""
         import torch
 
-        from vtc.eval.llava import chat_ids, embed_video
-
-        model, tok = self.runner.model, self.runner.tokenizer
-        embeds, labels = [], []
+        model = self.runner.model
+        embeds, labels, positions = [], [], []
         for sample, vid in self.batch_samples(micro):
             x, red = self.load(vid, micro)
-            video = embed_video(model, x, red, grad=True)
-            ids, lab = chat_ids(tok, list(sample.turns), video.shape[0], self.runner.video_token_id)
+            video, ids, lab, pos = self.runner.conversation(x, red, list(sample.turns), grad=True)
             ids_t = torch.tensor(ids, device=self.opt.device)
             e = model.get_input_embeddings()(ids_t)
             where = ids_t == self.runner.video_token_id
             e = e.masked_scatter(where[:, None], video.to(e.dtype))
             embeds.append(e)
             labels.append(torch.tensor(lab, device=self.opt.device))
+            positions.append(pos)
         width = max(e.shape[0] for e in embeds)
         dim = embeds[0].shape[1]
         batch = torch.zeros(len(embeds), width, dim, dtype=embeds[0].dtype, device=self.opt.device)
         lab = torch.full((len(embeds), width), -100, dtype=torch.long, device=self.opt.device)
-        for i, (e, lb) in enumerate(zip(embeds, labels, strict=True)):
-            batch[i, : e.shape[0]], lab[i, : lb.shape[0]] = e, lb
+        # Qwen2.5-VL's 3-D M-RoPE ids, as evaluation gives them (padding after the end gets 0). 1-D ids are
+        # the model's own count and are left to it: given ones that restart at 0 in the padding would read
+        # as packed sequences and replace the fused causal kernel by a dense mask.
+        pos = torch.zeros((positions[0].shape[0], len(embeds), width), dtype=torch.long)
+        for i, (e, lb, p) in enumerate(zip(embeds, labels, positions, strict=True)):
+            batch[i, : e.shape[0]], lab[i, : lb.shape[0]], pos[:, i, : p.shape[1]] = e, lb, p
+        pos = None if pos.shape[0] == 1 else pos.to(self.opt.device)
         autocast = self.opt.dtype != "fp32" and self.opt.device.startswith("cuda")
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.opt.dtype)
         # No attention mask: the padding is on the right, so under causal attention no real token sees it
         # (and the padded positions carry no labels); SDPA then runs its fused causal kernel, not a dense
         # masked one (measured on 8 sequences of 1,600 tokens: 1.35 -> 0.91 s per step).
         with torch.autocast("cuda", dtype=dtype, enabled=autocast):
-            out = model(inputs_embeds=batch, use_cache=False)
+            out = model(inputs_embeds=batch, position_ids=pos, use_cache=False)
         logits = out.logits[:, :-1].float()
         return torch.nn.functional.cross_entropy(
             logits.reshape(-1, logits.shape[-1]), lab[:, 1:].reshape(-1), ignore_index=-100
