@@ -7,6 +7,7 @@ The stock path here is transformers' own: ``Qwen2_5_VLForConditionalGeneration``
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -269,3 +270,92 @@ def test_lora_trains_on_qwen_tokens_and_evaluation_loads_it(qwen, tmp_path):
         )
     )
     assert r["n_samples"] >= 2 and r["adapter"]["run"]
+
+
+def test_resize_bounds_set_the_grid_and_the_store_identity(qwen, tiny_ckpt, tmp_path):
+    """--min-pixels/--max-pixels: the processor's rule with other bounds, recorded in the store identity
+    (an append with other bounds is refused); LLaVA-OV frames have no such bounds."""
+    from vtc.cache import Store
+    from vtc.encoders.qwen2_5_vl import smart_resize
+    from vtc.stages.demo import synth_video
+    from vtc.stages.extract import ExtractOptions, extract
+
+    model, _ = qwen
+    video = str(synth_video(tmp_path / "v.mp4", 4, 1, size=(160, 120)))
+    opts = dict(model=str(model), frames=4, min_pixels=28 * 28, max_pixels=4 * 28 * 28)
+    assert extract(ExtractOptions([video], tmp_path / "s.zarr", **opts), quiet=True).done == 1
+    st = Store.open(tmp_path / "s.zarr")
+    h, w = smart_resize(120, 160, 28, 28 * 28, 4 * 28 * 28)
+    assert tuple(st.read("v")[1]["grid"]) == (h // 28, w // 28) == (1, 2)
+    assert st.meta["identity"]["encoder"]["preprocess"]["max_pixels"] == 4 * 28 * 28
+    with pytest.raises(VtcError, match="refuses|differ|identity"):
+        extract(
+            ExtractOptions([video], tmp_path / "s.zarr", **{**opts, "max_pixels": 8 * 28 * 28}), quiet=True
+        )
+    with pytest.raises(VtcError, match="need 784 <= --min-pixels <= --max-pixels"):
+        extract(ExtractOptions([video], tmp_path / "b.zarr", **{**opts, "min_pixels": 10}), quiet=True)
+    with pytest.raises(VtcError, match="LLaVA-OV frames are 384x384"):
+        extract(
+            ExtractOptions([video], tmp_path / "l.zarr", model=str(tiny_ckpt["llava_ov"]), min_pixels=784),
+            quiet=True,
+        )
+    assert not (tmp_path / "b.zarr").exists() and not (tmp_path / "l.zarr").exists()
+
+
+def test_viz_draws_qwen_plans_on_the_first_frame_of_each_pair(qwen, tmp_path):
+    from vtc.stages.viz import viz
+
+    _, feats = qwen
+    compress_to(feats, "uniform", tmp_path / "u.zarr", {"ratio": "0.5"})
+    r = viz("wide", [tmp_path / "u.zarr"], tmp_path / "v.png")
+    assert r.source_found and r.frames == [0, 1, 2]  # 3 temporal steps of the 5 frames
+    from vtc.cache import Store
+
+    picked = Store.open(feats).read("wide")[0]["frame_indices"][...]
+    assert r.frame_indices == [int(picked[0]), int(picked[2]), int(picked[4])]
+
+
+@pytest.mark.slow
+def test_demo_on_a_tiny_qwen_learns_from_the_pixels(tmp_path):
+    """`vtc demo --family qwen2.5-vl --quick`: the whole pipeline on a tiny random Qwen2.5-VL whose LLM vtc
+    trains (200 steps) on its frozen random merger's tokens; colour is answered well above chance (25)."""
+    from tests.test_cli import vtc
+
+    r = vtc("demo", "--family", "qwen2.5-vl", "--workdir", tmp_path / "d", "--quick", timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = {m.group(1).strip(): m.groups()[1:] for m in re.finditer(
+        r"^\s*(none grid=native|uniform)\s+(\d+)\s+(\d+)\s+(\d+)", r.stdout, re.M)}  # fmt: skip
+    assert rows["none grid=native"][0] == "60"  # 4 steps x 3 x 5 cells, no separator
+    assert int(rows["none grid=native"][2]) >= 60  # colour (measured: 81)
+    assert (tmp_path / "d" / "qwen-viz.png").is_file() and (
+        tmp_path / "d" / "report" / "report.html"
+    ).is_file()
+    bad = vtc("demo", "--family", "gemma", "--workdir", tmp_path / "x")
+    assert bad.returncode != 0 and "unknown family 'gemma'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_online_methods_prune_inside_the_qwen_llm(qwen, runner, tmp_path):
+    """The in-LLM methods cut the 3-D rotary embeddings with the hidden states: FastV keeping every token
+    gives the unpruned logits, keeping half halves what layer 1 sees and removing the rest equals masking
+    it out; DyCoke's KV pruning runs at decode."""
+    from vtc.eval.online import get_online
+    from vtc.eval.runner import TokenSource
+
+    _, feats = qwen
+    compress_to(feats, "none", tmp_path / "n.zarr")
+    x, red = TokenSource(tmp_path / "n.zarr").load("wide")
+    n = red.n_llm_tokens
+    plain = runner.run(x, red, QUESTION, max_new_tokens=3, keep_logits=True)
+    keep_all = runner.run(x, red, QUESTION, max_new_tokens=3, keep_logits=True,
+                          online=get_online("fastv", k=1, ratio=1.0))  # fmt: skip
+    torch.testing.assert_close(keep_all.logits, plain.logits, atol=1e-5, rtol=0)
+    half = runner.run(x, red, QUESTION, max_new_tokens=3, keep_logits=True,
+                      online=get_online("fastv", k=1, ratio=0.5))  # fmt: skip
+    assert half.visible_per_layer_prefill == [n, round(0.5 * n)]
+    # removing the dropped rows (hidden states, cos/sin) = masking them out of attention
+    masked = runner.run(x, red, QUESTION, max_new_tokens=3, keep_logits=True,
+                        online=get_online("fastv", k=1, ratio=0.5, mask=True))  # fmt: skip
+    torch.testing.assert_close(half.logits, masked.logits, atol=1e-5, rtol=0)
+    assert not torch.allclose(half.logits, plain.logits, atol=1e-5)
+    dy = runner.run(x, red, QUESTION, max_new_tokens=3, online=get_online("dycoke-kv", l=1, p=0.5))
+    assert dy.visible_per_layer_prefill == [n, n] and dy.visible_per_layer_decode[1] < n

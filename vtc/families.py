@@ -34,12 +34,14 @@ class Family:
     runner: str  # "module:Class" of the LLM side (vtc.eval)
     example: str  # a real checkpoint id
 
+    def stock_per_step(self, grid) -> int:
+        """Visual tokens the stock model sends per stored step (a frame, or Qwen's pair) of ``grid`` (H, W)."""
+        H, W = int(grid[0]), int(grid[1])
+        return -(-H // 2) * -(-W // 2) if self.stock_base == "pooled" else H * W
+
     def stock_tokens(self, n_steps: int, grid) -> int:
         """Tokens the stock model sends for a video of ``n_steps`` stored steps on ``grid`` (H, W)."""
-        H, W = int(grid[0]), int(grid[1])
-        if self.stock_base == "pooled":
-            return n_steps * -(-H // 2) * -(-W // 2) + (1 if self.separators else 0)
-        return n_steps * H * W + (1 if self.separators else 0)
+        return n_steps * self.stock_per_step(grid) + (1 if self.separators else 0)
 
     def adapt(self, reducer, explicit: dict | None = None):
         """The reducer as it runs on this family's features: ``grid="pooled"`` becomes the family's stock

@@ -12,8 +12,8 @@ from vtc.cli.options import examples
 app = typer.Typer(
     name="vtc",
     help=(
-        "Visual token compression for video LLMs: extract SigLIP features once, compress them with any "
-        "method, evaluate LLaVA-OneVision on the result through lmms-eval.\n\n"
+        "Visual token compression for video LLMs: extract vision-tower features once, compress them with "
+        "any method, evaluate LLaVA-OneVision or Qwen2.5-VL on the result through lmms-eval.\n\n"
         "Pipeline: vtc extract VIDEOS --store feats.zarr → vtc compress feats.zarr --method dyntok "
         "→ vtc eval videomme --tokens feats.dyntok-….zarr → vtc report RUNS --out DIR. Try `vtc demo "
         "--quick` first (offline, under a minute)."

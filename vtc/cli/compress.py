@@ -108,7 +108,7 @@ def _print_summary(con, s) -> None:
         "tokens in",
         "LLM tokens",
         "of input",
-        "of stock LLaVA-OV",
+        "of stock",
     ):
         t.add_column(col, justify="right")
     t.add_row(

@@ -15,6 +15,7 @@ from vtc.cli.options import Quiet, Verbose, console, examples
     epilog=examples(
         "vtc demo --workdir /tmp/vtc-demo   # then open /tmp/vtc-demo/report/report.html",
         "vtc demo --quick                   # 3 methods, 32 held-out videos",
+        "vtc demo --family qwen2.5-vl --quick  # the same on a tiny Qwen2.5-VL (qwen-* files, same report)",
     )
 )
 def demo(
@@ -22,6 +23,9 @@ def demo(
         Path, typer.Option(help="Where the model, videos, stores, run and results go.")
     ] = Path("vtc-demo"),
     quick: Annotated[bool, typer.Option(help="Fewer methods and held-out videos (about a minute).")] = False,
+    family: Annotated[
+        str, typer.Option(help="Model family of the tiny model: llava-onevision or qwen2.5-vl.")
+    ] = "llava-onevision",
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
@@ -31,7 +35,7 @@ def demo(
     from vtc.stages.demo import demo as run
 
     con = console(quiet)
-    results = run(workdir, quick=quick, quiet=quiet, verbose=verbose, console=con)
+    results = run(workdir, quick=quick, quiet=quiet, verbose=verbose, console=con, family=family)
     con.print(accuracy_table(results))
 
 

@@ -1,4 +1,4 @@
-"""`vtc eval`: LLaVA-OneVision on stored tokens, scored by lmms-eval."""
+"""`vtc eval`: a video LLM (LLaVA-OneVision, Qwen2.5-VL) on stored tokens, scored by lmms-eval."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ eval_app = typer.Typer(
     cls=TaskOrCommand,
     no_args_is_help=True,
     help=(
-        "Evaluate LLaVA-OneVision on stored tokens through lmms-eval: `vtc eval TASK --tokens STORE` "
+        "Evaluate LLaVA-OneVision or Qwen2.5-VL on stored tokens through lmms-eval: `vtc eval TASK --tokens STORE` "
         "(short for `vtc eval run TASK ...`), or stage a benchmark with `vtc eval prepare TASK --from DIR`."
     ),
 )
@@ -60,13 +60,13 @@ def evaluate(
         typer.Option(
             "--tokens",
             "-t",
-            help="Token store from `vtc compress` (or a feature store: stock LLaVA-OV tokens).",
+            help="Token store from `vtc compress` (or a feature store: the model's stock tokens).",
         ),
     ],
     model: Annotated[
         str,
         typer.Option(
-            help="LLaVA-OneVision Hugging Face id or local dir (must match the tower the features came from)."
+            help="LLaVA-OneVision or Qwen2.5-VL Hugging Face id or local dir (the checkpoint the features came from)."
         ),
     ] = "llava-hf/llava-onevision-qwen2-0.5b-ov-hf",
     data: Annotated[

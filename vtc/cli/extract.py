@@ -1,4 +1,4 @@
-"""`vtc extract`: videos → SigLIP features in a zarr store."""
+"""`vtc extract`: videos → vision-tower features in a zarr store."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from vtc.cli.options import Device, Dtype, Json, Quiet, console, examples, print
         "vtc extract videos/ --store feats.zarr                 # 32 frames/video, LLaVA-OV-0.5B tower",
         "vtc extract 'clips/**/*.mp4' --store f.zarr --fps 1 --max-frames 64",
         "vtc extract manifest.csv --store f.zarr --model google/siglip-so400m-patch14-384 --device cuda --dtype bf16",
+        "vtc extract videos/ --store q.zarr --model Qwen/Qwen2.5-VL-7B-Instruct --max-pixels 401408 --device cuda",
         note="Re-running the same command resumes: done videos are skipped. Exit code 1 if any video failed.",
     ),
 )
@@ -31,7 +32,8 @@ def extract(
     model: Annotated[
         str,
         typer.Option(
-            help="Hugging Face id or local dir: a LLaVA-OneVision checkpoint (its tower) or a SigLIP vision model."
+            help="Hugging Face id or local dir: a LLaVA-OneVision or Qwen2.5-VL checkpoint (its tower), or a "
+            "SigLIP vision model."
         ),
     ] = "llava-hf/llava-onevision-qwen2-0.5b-ov-hf",
     frames: Annotated[
@@ -54,6 +56,16 @@ def extract(
         bool,
         typer.Option(help="Also store each token's received attention in the stored layer (for visionzip)."),
     ] = False,
+    min_pixels: Annotated[
+        int | None,
+        typer.Option(
+            help="Qwen2.5-VL: least frame area after resize [default: 128*28*28, its video processor's]."
+        ),
+    ] = None,
+    max_pixels: Annotated[
+        int | None,
+        typer.Option(help="Qwen2.5-VL: largest frame area after resize [default: 768*28*28]."),
+    ] = None,
     device: Device = "cpu",
     dtype: Dtype = "fp32",
     batch_size: Annotated[int, typer.Option(help="Frames per forward pass of the tower.")] = 16,
@@ -66,7 +78,8 @@ def extract(
     quiet: Quiet = False,
     json_out: Json = False,
 ) -> None:
-    """Decode videos, sample frames, run the vision tower and write [F, 729, 1152] features per video."""
+    """Decode videos, sample frames, run the vision tower and write its features per video: [F, 729, 1152]
+    for LLaVA-OV-0.5B, Qwen2.5-VL's merger tokens [F/2, h*w, D] on each video's own grid."""
     from vtc.stages.extract import ExtractOptions
     from vtc.stages.extract import extract as run
 
@@ -86,6 +99,8 @@ def extract(
             storage_dtype=storage_dtype,
             layer=layer,
             save_attention=save_attention,
+            min_pixels=min_pixels,
+            max_pixels=max_pixels,
             timeout=timeout or None,
         ),
         quiet=quiet,

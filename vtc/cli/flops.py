@@ -30,7 +30,7 @@ def flops(
     model: Annotated[
         str,
         typer.Option(
-            help="LLaVA-OneVision (or Qwen2) Hugging Face id or local dir; only its config is read."
+            help="LLaVA-OneVision, Qwen2.5-VL (or Qwen2) Hugging Face id or local dir; only its config is read."
         ),
     ] = "llava-hf/llava-onevision-qwen2-0.5b-ov-hf",
     visual: Annotated[
@@ -63,7 +63,7 @@ def flops(
     ] = None,
     json_out: Json = False,
 ) -> None:
-    """Analytic FLOPs of the LLM (prefill, decode) plus the reduction module's own, vs stock LLaVA-OV."""
+    """Analytic FLOPs of the LLM (prefill, decode) plus the reduction module's own, vs the stock model (a token store: its family's stock count)."""
     from vtc.cli.compress import parse_sets
     from vtc.eval.flops import flops_report
 

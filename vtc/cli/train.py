@@ -47,7 +47,10 @@ def train(
         Path, typer.Option("--out", "-o", help="Run directory (checkpoints, log, adapter, loss.png).")
     ],
     model: Annotated[
-        str, typer.Option(help="LLaVA-OneVision id or local dir (the base the adapters are trained on).")
+        str,
+        typer.Option(
+            help="LLaVA-OneVision or Qwen2.5-VL id or local dir (the base the adapters are trained on)."
+        ),
     ] = "llava-hf/llava-onevision-qwen2-0.5b-ov-hf",
     init: Annotated[
         Path | None,

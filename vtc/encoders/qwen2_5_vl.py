@@ -117,7 +117,14 @@ class QwenVisionTower:
     grid = None  # per video: it follows each video's resolution
     decode_size = None  # frames are decoded at their own size and resized here (`smart_resize`)
 
-    def __init__(self, model_id: str, device: str = "cpu", dtype: str = "fp32", layer: int | None = None):
+    def __init__(
+        self,
+        model_id: str,
+        device: str = "cpu",
+        dtype: str = "fp32",
+        layer: int | None = None,
+        pixels: tuple[int | None, int | None] = (None, None),
+    ):
         from vtc.encoders.vision import DTYPES, _config_hash, load_config
         from vtc.errors import VtcError
 
@@ -130,8 +137,20 @@ class QwenVisionTower:
             raise VtcError(f"'{model_id}' is a {config.model_type} model, not Qwen2.5-VL")
         vc = config.vision_config
         self.model_id, self.device, self.dtype = model_id, device, dtype
+        defaults = QwenPreprocess()
+        lo = int(pixels[0]) if pixels[0] is not None else defaults.min_pixels
+        hi = int(pixels[1]) if pixels[1] is not None else defaults.max_pixels
+        cell = (vc.patch_size * vc.spatial_merge_size) ** 2
+        if not cell <= lo <= hi:
+            raise VtcError(
+                f"need {cell} <= --min-pixels <= --max-pixels (one {cell}-pixel cell at least), got {lo} and {hi}"
+            )
         self.preprocess = QwenPreprocess(
-            patch=vc.patch_size, merge=vc.spatial_merge_size, temporal_patch=vc.temporal_patch_size
+            min_pixels=lo,
+            max_pixels=hi,
+            patch=vc.patch_size,
+            merge=vc.spatial_merge_size,
+            temporal_patch=vc.temporal_patch_size,
         )
         self.dim = vc.out_hidden_size
         self.revision = getattr(config, "_commit_hash", None)

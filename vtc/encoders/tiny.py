@@ -174,28 +174,35 @@ def build_learnable_llava_ov(out_dir: str | Path, seed: int = 0) -> Path:
 
     Its tokenizer also learns the synthetic set's prompts, so a question takes about half the tokens
     it takes with the stock tiny tokenizer: every training step and answer is that much cheaper."""
+    return build_tiny_llava_ov(
+        out_dir, seed=seed, text=LEARNABLE_TEXT, vision=tiny_vision_config(image_size=LEARNABLE_IMAGE),
+        tokenizer={"corpus_extra": _synthetic_prompts(), "vocab_size": LEARNABLE_VOCAB},
+    )  # fmt: skip
+
+
+def _synthetic_prompts() -> tuple[str, ...]:
+    """The synthetic set's prompts, as evaluation writes them (a tokenizer trained on them is shorter)."""
     from vtc.eval.tasks import LETTER_POST
     from vtc.eval.tasks.mcq import mcq_doc_to_text
     from vtc.video.synthetic import QUESTIONS
 
     post = {"post_prompt": LETTER_POST}
-    prompts = tuple(mcq_doc_to_text({"question": q, "options": o}, post) for q, o in QUESTIONS.values())
-    return build_tiny_llava_ov(
-        out_dir, seed=seed, text=LEARNABLE_TEXT, vision=tiny_vision_config(image_size=LEARNABLE_IMAGE),
-        tokenizer={"corpus_extra": prompts, "vocab_size": LEARNABLE_VOCAB},
-    )  # fmt: skip
+    return tuple(mcq_doc_to_text({"question": q, "options": o}, post) for q, o in QUESTIONS.values())
 
 
-def build_tiny_qwen2_5_vl(out_dir: str | Path, seed: int = 0) -> Path:
+def build_tiny_qwen2_5_vl(
+    out_dir: str | Path, seed: int = 0, text: dict | None = None, tokenizer: dict | None = None
+) -> Path:
     """A tiny random Qwen2.5-VL (vision tower with window and full attention blocks, 2x2 merger, a 2-layer
     M-RoPE LLM) saved with `save_pretrained`, so `from_pretrained(out_dir)` takes the real loading path.
-    Real geometry: 14-pixel patches, temporal patches of 2 frames, 2x2 merging, 112-pixel windows."""
+    Real geometry: 14-pixel patches, temporal patches of 2 frames, 2x2 merging, 112-pixel windows.
+    ``text`` overrides text-config fields, ``tokenizer`` the tiny tokenizer's arguments."""
     import torch
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     out = Path(out_dir)
     # a small vocabulary (the real one is 151,936) with Qwen2.5-VL's special tokens
-    tok = build_tiny_tokenizer(out, special=QWEN_SPECIAL_TOKENS)
+    tok = build_tiny_tokenizer(out, special=QWEN_SPECIAL_TOKENS, **(tokenizer or {}))
     ids = {t: tok.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
     config = Qwen2_5_VLConfig(
         image_token_id=ids["<|image_pad|>"],
@@ -227,6 +234,7 @@ def build_tiny_qwen2_5_vl(out_dir: str | Path, seed: int = 0) -> Path:
             "eos_token_id": tok.eos_token_id,
             "pad_token_id": tok.pad_token_id,
             "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [2, 3, 3]},
+            **(text or {}),
         },
     )
     torch.manual_seed(seed)
@@ -235,3 +243,13 @@ def build_tiny_qwen2_5_vl(out_dir: str | Path, seed: int = 0) -> Path:
     model.generation_config.pad_token_id = tok.pad_token_id
     model.save_pretrained(out)
     return out
+
+
+def build_learnable_qwen2_5_vl(out_dir: str | Path, seed: int = 0) -> Path:
+    """The tiny Qwen2.5-VL `vtc demo --family qwen2.5-vl` trains: the learnable LLaVA-OV's LLM settings
+    (initializer range, a tokenizer that knows the synthetic prompts). Its tower and merger stay random and
+    frozen (vtc stores the merger's output), so only the LLM learns to read them."""
+    return build_tiny_qwen2_5_vl(
+        out_dir, seed=seed, text=LEARNABLE_TEXT,
+        tokenizer={"corpus_extra": _synthetic_prompts(), "vocab_size": LEARNABLE_VOCAB},
+    )  # fmt: skip

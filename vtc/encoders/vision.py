@@ -105,15 +105,23 @@ def encoder_identity(encoder, layer, grid) -> dict:
     }
 
 
-def make_encoder(model_id: str | None, device: str = "cpu", dtype: str = "fp32", layer: int | None = None):
+def make_encoder(
+    model_id: str | None,
+    device: str = "cpu",
+    dtype: str = "fp32",
+    layer: int | None = None,
+    pixels: tuple[int | None, int | None] = (None, None),
+):
     """The vision side of the checkpoint's family: `VisionEncoder` (LLaVA-OneVision, SigLIP) or
     `vtc.encoders.qwen2_5_vl.QwenVisionTower`; both give `identity()`, `decode_size`, `video_grid(shape)`,
-    `load()` and `encode(frames)` -> [T, h*w, D]."""
+    `load()` and `encode(frames)` -> [T, h*w, D]. ``pixels``: Qwen2.5-VL's (min, max) resize area."""
     model_id = model_id or DEFAULT_MODEL
     if load_config(model_id).model_type == "qwen2_5_vl":
         from vtc.encoders.qwen2_5_vl import QwenVisionTower
 
-        return QwenVisionTower(model_id, device=device, dtype=dtype, layer=layer)
+        return QwenVisionTower(model_id, device=device, dtype=dtype, layer=layer, pixels=pixels)
+    if pixels != (None, None):
+        raise VtcError("--min-pixels/--max-pixels set Qwen2.5-VL's resize; LLaVA-OV frames are 384x384")
     return VisionEncoder(model_id, device=device, dtype=dtype, layer=layer)
 
 

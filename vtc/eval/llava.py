@@ -63,41 +63,10 @@ class LlavaRunner(Runner):
     """A loaded LLaVA-OV checkpoint that answers questions about stored videos."""
 
     model_types = ("llava_onevision",)
+    model_class = "LlavaOnevisionForConditionalGeneration"
+    family_name = "llava-onevision"
 
-    def _load(self) -> None:
-        import torch
-        from transformers import AutoTokenizer, LlavaOnevisionForConditionalGeneration
-
-        from vtc.encoders.vision import DTYPES, load_config, load_error
-        from vtc.families import LLAVA_ONEVISION
-
-        config = load_config(self.model_id)
-        if config.model_type not in self.model_types:
-            # Checked before anything is built: a default-size model from a foreign config can exhaust memory.
-            raise VtcError(
-                f"'{self.model_id}' is a {config.model_type} checkpoint; vtc eval needs a LLaVA-OneVision "
-                "checkpoint (e.g. llava-hf/llava-onevision-qwen2-0.5b-ov-hf) or a Qwen2.5-VL one"
-            )
-        try:
-            self.model = (
-                LlavaOnevisionForConditionalGeneration.from_pretrained(
-                    self.model_id, dtype=getattr(torch, DTYPES[self.dtype])
-                )
-                .to(self.device)
-                .eval()
-            )
-            self.tokenizer = AutoTokenizer.from_pretrained(self.model_id)
-        except Exception as e:
-            raise load_error(self.model_id, e) from None
-        self.video_token_id = self.model.config.video_token_id
-        self.family = LLAVA_ONEVISION
-
-    def check(self, source) -> None:
-        if source.family is not self.family:
-            raise VtcError(
-                f"the store holds {source.family.label} features; '{self.model_id}' is a LLaVA-OneVision "
-                f"checkpoint: evaluate with a {source.family.label} one (e.g. {source.family.example})"
-            )
+    def check_features(self, source) -> None:
         check_compatible(self.model, source.grid, source.dim)
 
     def conversation(self, features, reduction, turns, grad: bool = False):

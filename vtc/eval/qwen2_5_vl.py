@@ -1,4 +1,4 @@
-"""Qwen2.5-VL's LLM inputs from stored tokens: the 3-D multimodal RoPE (M-RoPE) position ids of the kept ones.
+"""Qwen2.5-VL on stored tokens: the family's runner, and the 3-D multimodal RoPE (M-RoPE) ids of kept tokens.
 
 Qwen2.5-VL gives each ``<|video_pad|>`` token a (t, h, w) position and each text token one position
 repeated on the three axes (``Qwen2_5_VLModel.get_rope_index``). vtc keeps, for every stored token, its
@@ -56,40 +56,16 @@ class QwenRunner(Runner):
     """
 
     model_types = ("qwen2_5_vl",)
+    model_class = "Qwen2_5_VLForConditionalGeneration"
+    family_name = "qwen2.5-vl"
 
-    def _load(self) -> None:
-        from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
-
-        from vtc.encoders.vision import DTYPES, load_config, load_error
-        from vtc.families import QWEN2_5_VL
-
-        config = load_config(self.model_id)
-        if config.model_type not in self.model_types:
-            raise VtcError(f"'{self.model_id}' is a {config.model_type} checkpoint, not Qwen2.5-VL")
-        try:
-            self.model = (
-                Qwen2_5_VLForConditionalGeneration.from_pretrained(
-                    self.model_id, dtype=getattr(torch, DTYPES[self.dtype])
-                )
-                .to(self.device)
-                .eval()
-            )
-            self.tokenizer = AutoTokenizer.from_pretrained(self.model_id)
-        except Exception as e:
-            raise load_error(self.model_id, e) from None
+    def configure(self) -> None:
         cfg = self.model.config
-        self.video_token_id = cfg.video_token_id
         self.wrap = ([cfg.vision_start_token_id], [cfg.vision_end_token_id])
         self.temporal_patch = int(cfg.vision_config.temporal_patch_size)
         self.tokens_per_second = float(cfg.vision_config.tokens_per_second)
-        self.family = QWEN2_5_VL
 
-    def check(self, source) -> None:
-        if source.family is not self.family:
-            raise VtcError(
-                f"the store holds {source.family.label} features; '{self.model_id}' is a Qwen2.5-VL "
-                f"checkpoint: evaluate with a {source.family.label} one (e.g. {source.family.example})"
-            )
+    def check_features(self, source) -> None:
         dim = int(self.model.config.vision_config.out_hidden_size)
         if int(source.dim) != dim:
             raise VtcError(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from vtc.cache import Store, non_finite
 from vtc.errors import VtcError
@@ -205,8 +206,8 @@ def video_span(ids, video_token_id: int) -> tuple[int, int]:
 
 @dataclass
 class Runner:
-    """A loaded checkpoint that answers questions about stored videos; a family subclass defines ``_load``
-    (sets model, tokenizer, video_token_id, family), ``conversation`` and ``check``."""
+    """A loaded checkpoint that answers questions about stored videos; a family subclass names its model
+    class and family, and defines ``conversation`` and ``check_features``."""
 
     model_id: str
     device: str = "cpu"
@@ -218,7 +219,53 @@ class Runner:
         hf_logging.disable_progress_bar()
         self._load()
 
+    model_types: ClassVar[tuple[str, ...]] = ()  # config model_types the runner loads
+    model_class: ClassVar[str] = ""  # the transformers class
+    family_name: ClassVar[str] = ""  # its `vtc.families` record
+
     def _load(self) -> None:
+        import torch
+        import transformers
+        from transformers import AutoTokenizer
+
+        from vtc.encoders.vision import DTYPES, load_config, load_error
+        from vtc.families import get_family
+
+        self.family = get_family(self.family_name)
+        config = load_config(self.model_id)
+        if config.model_type not in self.model_types:
+            # Checked before anything is built: a default-size model from a foreign config can exhaust memory.
+            raise VtcError(
+                f"'{self.model_id}' is a {config.model_type} checkpoint; vtc eval needs a {self.family.label} "
+                f"checkpoint here (e.g. {self.family.example})"
+            )
+        try:
+            self.model = (
+                getattr(transformers, self.model_class)
+                .from_pretrained(self.model_id, dtype=getattr(torch, DTYPES[self.dtype]))
+                .to(self.device)
+                .eval()
+            )
+            self.tokenizer = AutoTokenizer.from_pretrained(self.model_id)
+        except Exception as e:
+            raise load_error(self.model_id, e) from None
+        self.video_token_id = self.model.config.video_token_id
+        self.configure()
+
+    def configure(self) -> None:
+        """What the family reads off the loaded model's config, beyond the video token."""
+
+    def check(self, source) -> None:
+        """Refuse a token source whose features this checkpoint cannot read (one line)."""
+        if source.family is not self.family:
+            raise VtcError(
+                f"the store holds {source.family.label} features; '{self.model_id}' is a {self.family.label} "
+                f"checkpoint: evaluate with a {source.family.label} one (e.g. {source.family.example})"
+            )
+        self.check_features(source)
+
+    def check_features(self, source) -> None:
+        """The family's own check of a store of its features (the tower they came from)."""
         raise NotImplementedError
 
     def conversation(self, features, reduction, turns: list[tuple[str, str | None]], grad: bool = False):
@@ -233,10 +280,6 @@ class Runner:
         with torch.inference_mode():
             emb, ids, _, pos = self.conversation(features, reduction, [(question, None)])
         return emb, torch.tensor([ids], device=emb.device), pos[:, None, :].to(emb.device)
-
-    def check(self, source) -> None:
-        """Refuse a token source whose features this checkpoint cannot read (one line)."""
-        raise NotImplementedError
 
     def inputs(self, features, reduction, question: str) -> dict:
         """The model's prefill inputs for one question about one stored video."""

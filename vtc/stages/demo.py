@@ -4,7 +4,8 @@ synthetic video-QA (vtc.video.synthetic: colour; frequency, order, count and dir
 frames) → extract → compress with several methods → train the tiny LLaVA-OV's projector and LLM on
 cached stock tokens, then VQ-Attention alone on top of that on vqtoken's codebook → eval the held-out
 questions on each reduction, with the trained adapters → report (table, Pareto plots, HTML) and one
-picture of the reductions' plans.
+picture of the reductions' plans. With ``family="qwen2.5-vl"`` the same on a tiny Qwen2.5-VL, whose LLM
+alone is trained (its merger's output is what vtc stores).
 The accuracies are a real model's on a real (if small) task: what each reduction costs, per question type.
 """
 
@@ -31,8 +32,23 @@ DEMO_METHODS = [
 # frozen run, on vqtoken's codebook: what the trained module gives back
 TRAIN = {"batch_size": 8, "lr": 3e-3, "warmup": 0.05}
 STEPS = {"run": 1000, "run-vq": 300}
-QUICK = {"n_train": 64, "n_test": 32, "steps": {"run": 200}, "methods": (0, 1, 6)}
+QUICK = {"n_train": 64, "n_test": 32, "steps": {"run": 200}}
 EVAL = {"batch_size": 16}  # questions per batched generation
+# The Qwen2.5-VL demo: its tower and merger stay frozen (vtc stores the merger's output), so the LLM alone
+# (`full`) learns; 128x96 frames stay 140x84 with min_pixels at 4 cells (3x5 tokens per pair of frames).
+QWEN_METHODS = [
+    ("none", {}, "run"),
+    ("fastvid", {}, "run"),
+    ("dycoke", {}, "run"),
+    ("vidcom2", {}, "run"),
+    ("uniform", {"ratio": "0.25"}, "run"),
+]
+FAMILIES = {
+    "llava-onevision": {"prefix": "", "adapters": "projector,full", "methods": DEMO_METHODS, "quick": (0, 1, 6),
+                        "extract": {}, "model": "tiny-llava-ov"},
+    "qwen2.5-vl": {"prefix": "qwen-", "adapters": "full", "methods": QWEN_METHODS, "quick": (0, 1, 4),
+                   "extract": {"min_pixels": 4 * 28 * 28}, "model": "tiny-qwen2.5-vl"},
+}  # fmt: skip
 
 
 def synth_video(
@@ -78,18 +94,32 @@ def demo(
     quiet: bool = False,
     console=None,
     verbose: bool = False,
+    family: str = "llava-onevision",
 ) -> list[dict]:
     """Run the demo; returns one results dict per evaluated method (``"adapter"`` None for the untrained
     reference row). Re-running reuses what is there (videos, features, the trained run, answers).
-    The libraries' own progress bars and log lines are held back unless ``verbose``."""
+    The libraries' own progress bars and log lines are held back unless ``verbose``. ``family``: the
+    tiny model's (`vtc.families`); a Qwen2.5-VL demo's artifacts start with ``qwen-``, so both families
+    can share a working directory and its report."""
+    from vtc.families import get_family
     from vtc.stages.progress import third_party_quiet
 
+    get_family(family)
     with third_party_quiet(verbose, console):
-        return _demo(Path(workdir), quick, untrained, quiet, console)
+        return _demo(Path(workdir), quick, untrained, quiet, console, family)
 
 
-def _demo(wd: Path, quick: bool, untrained: bool, quiet: bool, console) -> list[dict]:
-    from vtc.encoders.tiny import build_learnable_llava_ov
+def _build_model(family: str, path: Path) -> None:
+    from vtc.encoders.tiny import build_learnable_llava_ov, build_learnable_qwen2_5_vl
+
+    if family == "qwen2.5-vl":
+        build_learnable_qwen2_5_vl(path)
+    else:
+        build_learnable_llava_ov(path)
+
+
+def _demo(wd: Path, quick: bool, untrained: bool, quiet: bool, console, family: str) -> list[dict]:
+    from vtc.families import get_family
     from vtc.stages.evaluate import EvalOptions, evaluate
     from vtc.stages.extract import ExtractOptions, extract
     from vtc.stages.report import report
@@ -99,12 +129,14 @@ def _demo(wd: Path, quick: bool, untrained: bool, quiet: bool, console) -> list[
 
     say = (lambda *a: None) if quiet or console is None else console.print
     t0 = time.perf_counter()
-    methods = [DEMO_METHODS[i] for i in QUICK["methods"]] if quick else DEMO_METHODS
+    fam, label = FAMILIES[family], get_family(family).label
+    pre = fam["prefix"]
+    methods = [fam["methods"][i] for i in fam["quick"]] if quick else fam["methods"]
     steps = QUICK["steps"] if quick else STEPS
-    say(f"[bold]1/6[/] synthetic video-QA and a tiny LLaVA-OV (random weights) in {wd}")
-    model = wd / "models" / "tiny-llava-ov"
+    say(f"[bold]1/6[/] synthetic video-QA and a tiny {label} (random weights) in {wd}")
+    model = wd / "models" / fam["model"]
     if not (model / "config.json").exists():
-        build_learnable_llava_ov(model)
+        _build_model(family, model)
     sizes = (
         {"n_train": QUICK["n_train"], "n_test": QUICK["n_test"]} if quick else {"n_train": 192, "n_test": 64}
     )
@@ -114,9 +146,11 @@ def _demo(wd: Path, quick: bool, untrained: bool, quiet: bool, console) -> list[
     feats = {}
     for split in ("train", "test"):
         videos = [str(v) for v in sorted(paths["videos"].glob(f"syn_{split}_*.mp4"))]
-        feats[split] = wd / f"feats-{split}.zarr"
+        feats[split] = wd / f"{pre}feats-{split}.zarr"
         s = extract(
-            ExtractOptions(videos, feats[split], model=str(model), frames=8), quiet=quiet, console=console
+            ExtractOptions(videos, feats[split], model=str(model), frames=8, **fam["extract"]),
+            quiet=quiet,
+            console=console,
         )
         if s.failed:
             raise RuntimeError(f"demo extract failed: {s.failed}")
@@ -124,15 +158,17 @@ def _demo(wd: Path, quick: bool, untrained: bool, quiet: bool, console) -> list[
     # the held-out videos are compressed with every method (stock tokens: the feature store itself)
     labels = [method + "".join(f"-{v}" for v in params.values()) for method, params, _ in methods]
     jobs = {lb: (m, p) for lb, (m, p, _) in zip(labels, methods, strict=True) if m != "none"}
-    say(f"[bold]2/6[/] vtc compress feats-test.zarr --method {','.join(m for m, _ in jobs.values())}")
+    say(f"[bold]2/6[/] vtc compress {pre}feats-test.zarr --method {','.join(m for m, _ in jobs.values())}")
     stores = {lb: feats["test"] for lb in labels}
     stores.update(
-        _compress_all(feats["test"], {lb: (m, p, wd / f"tokens-{lb}.zarr") for lb, (m, p) in jobs.items()})
+        _compress_all(
+            feats["test"], {lb: (m, p, wd / f"{pre}tokens-{lb}.zarr") for lb, (m, p) in jobs.items()}
+        )
     )
-    say("[bold]3/6[/] vtc train --adapter projector,full --tokens feats-train.zarr (stock tokens)")
-    runs = {"run": wd / f"run-{steps['run']}"}
+    say(f"[bold]3/6[/] vtc train --adapter {fam['adapters']} --tokens {pre}feats-train.zarr (stock tokens)")
+    runs = {"run": wd / f"{pre}run-{steps['run']}"}
     train(
-        TrainOptions(data=str(paths["train"]), model=str(model), adapters="projector,full", out=str(runs["run"]),
+        TrainOptions(data=str(paths["train"]), model=str(model), adapters=fam["adapters"], out=str(runs["run"]),
                      tokens=str(feats["train"]), steps=steps["run"],
                      **TRAIN),
         quiet=quiet, console=console,
@@ -140,7 +176,7 @@ def _demo(wd: Path, quick: bool, untrained: bool, quiet: bool, console) -> list[
     if any(r == "run-vq" for *_, r in methods):
         say("[bold]3/6[/] vtc train --adapter vq-attn --init run --features feats-train.zarr --method vqtoken "
             "--set k=32")  # fmt: skip
-        runs["run-vq"] = wd / f"run-vq-{steps['run-vq']}"
+        runs["run-vq"] = wd / f"{pre}run-vq-{steps['run-vq']}"
         train(  # VQ-Attention alone on top of the frozen run; vqtoken on the fly (once per video: cached)
             TrainOptions(data=str(paths["train"]), model=str(model), adapters="vq-attn", init=str(runs["run"]),
                          out=str(runs["run-vq"]), features=str(feats["train"]), method="vqtoken",
@@ -153,7 +189,9 @@ def _demo(wd: Path, quick: bool, untrained: bool, quiet: bool, console) -> list[
         say("[bold]4/6[/] vtc eval mcq on stock tokens, without the adapter (the untrained reference)")
         results.append(
             evaluate(
-                EvalOptions("mcq", feats["test"], str(model), data=test, out=wd / "eval-untrained", **EVAL),
+                EvalOptions(
+                    "mcq", feats["test"], str(model), data=test, out=wd / f"{pre}eval-untrained", **EVAL
+                ),
                 quiet=quiet,
                 console=console,
             )  # fmt: skip
@@ -161,7 +199,7 @@ def _demo(wd: Path, quick: bool, untrained: bool, quiet: bool, console) -> list[
     for label, (_, _, run) in zip(labels, methods, strict=True):
         say(f"[bold]5/6[/] vtc eval mcq --tokens {Path(stores[label]).name} --adapter {runs[run].name}")
         results.append(
-            evaluate(EvalOptions("mcq", stores[label], str(model), data=test, out=wd / f"eval-{label}-{runs[run].name}", adapter=runs[run], **EVAL), quiet=quiet, console=console)
+            evaluate(EvalOptions("mcq", stores[label], str(model), data=test, out=wd / f"{pre}eval-{label}-{runs[run].name}", adapter=runs[run], **EVAL), quiet=quiet, console=console)
         )  # fmt: skip
     say(
         "[bold]6/6[/] vtc report (table, Pareto plots, HTML) and vtc viz (each reduction's plan on one video)"
@@ -169,7 +207,7 @@ def _demo(wd: Path, quick: bool, untrained: bool, quiet: bool, console) -> list[
     rep = report([wd], wd / "report")
     first = sorted(paths["videos"].glob("syn_test_*.mp4"))[0].stem
     shown = [stores[lb] for lb, (m, _, _) in zip(labels, methods, strict=True) if m != "none"]
-    picture = viz(first, list(dict.fromkeys(shown)), wd / "viz.png")
+    picture = viz(first, list(dict.fromkeys(shown)), wd / f"{pre}viz.png")
     if not picture.source_found:
         say(f"[yellow]warning[/] {first}'s video is gone: the plans are drawn on grey")
     say(f"demo finished in {time.perf_counter() - t0:.1f} s; artifacts in {wd}")

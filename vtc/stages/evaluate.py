@@ -1,4 +1,5 @@
-"""Stage 4: answer a benchmark's questions with LLaVA-OneVision on stored tokens, through lmms-eval.
+"""Stage 4: answer a benchmark's questions with a video LLM (LLaVA-OneVision, Qwen2.5-VL) on stored tokens,
+through lmms-eval.
 
 Writes ``results.json``, one self-describing record of the run:
 

@@ -58,6 +58,8 @@ class ExtractOptions:
     storage_dtype: str = "float16"
     layer: int | None = None
     save_attention: bool = False
+    min_pixels: int | None = None  # Qwen2.5-VL's resize bounds (None: its processor's video defaults)
+    max_pixels: int | None = None
     timeout: float | None = 120.0
 
 
@@ -90,7 +92,13 @@ def extract(
     if not items:
         raise VtcError("no input videos (give files, directories, globs or a .csv/.jsonl manifest)")
 
-    encoder = make_encoder(opt.model, device=opt.device, dtype=opt.dtype, layer=opt.layer)
+    encoder = make_encoder(
+        opt.model,
+        device=opt.device,
+        dtype=opt.dtype,
+        layer=opt.layer,
+        pixels=(opt.min_pixels, opt.max_pixels),
+    )
     if opt.save_attention and encoder.grid is None:
         raise VtcError("--save-attention stores SigLIP attention; it is not defined for Qwen2.5-VL")
     st = Store.create(

@@ -20,7 +20,6 @@ extraction, only for display; without it the cells are drawn on grey and the ima
 from __future__ import annotations
 
 import colorsys
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -92,7 +91,7 @@ def viz(
         raise VtcError(f"--tile must be >= 32 pixels, got {tile}")
     out = _check_out(Path(out))
     opened = [Store.open(s, kind="tokens") for s in stores]
-    parent, grid, T = _common_parent(opened, video_id)
+    parent, grid, T, tp, family = _common_parent(opened, video_id)
     plans = [_load_plan(st, video_id) for st in opened]
     for st, plan in zip(opened, plans, strict=True):
         if plan.base_grid[0] != T:
@@ -101,6 +100,9 @@ def viz(
     cols = np.unique(np.linspace(0, T - 1, min(T, max_frames)).round().astype(np.int64))
     notes: list[str] = []
     src = _source(parent, opened[0], video_id, notes)
+    for name in ("frame_indices", "timestamps"):  # per base-grid step: a Qwen2.5-VL step's first frame
+        a = src[name]
+        src[name] = None if a is None else a[np.minimum(np.arange(T) * tp, len(a) - 1)]
     picked = None if src["frame_indices"] is None else src["frame_indices"][cols]
     frames = _read_frames(src, cols, T, picked, notes)
     if picked is None and frames is not None:
@@ -113,7 +115,7 @@ def viz(
         tile_h = max(8, round(tile * h / w))
         shown = [_resize(f, tile, tile_h) for f in frames]
 
-    stock = math.ceil(grid[0] / 2) * math.ceil(grid[1] / 2)  # stock LLaVA-OV tokens per frame
+    stock = family.stock_per_step(grid)  # the stock model's visual tokens per frame (Qwen: per pair)
     img = _render(
         video_id,
         plans,
@@ -158,8 +160,11 @@ def _check_out(out: Path) -> Path:
     return out
 
 
-def _common_parent(stores: list[Store], video_id: str) -> tuple[str, tuple[int, int], int]:
-    """(feature store path, feature grid (H, W), frames T) shared by every store, else a VtcError."""
+def _common_parent(stores: list[Store], video_id: str):
+    """(feature store path, feature grid (H, W), frames T, frames per step, model family) shared by every
+    store, else a VtcError. Qwen2.5-VL's grid is the video's own and a step is a pair of frames."""
+    from vtc.families import family_of
+
     seen = []
     for st in stores:
         ident = st.meta.get("identity") or {}
@@ -171,7 +176,10 @@ def _common_parent(stores: list[Store], video_id: str) -> tuple[str, tuple[int, 
         if entry is None or entry["status"] != "done":
             why = f" (failed: {entry['reason']})" if entry else ""
             raise VtcError(f"video '{video_id}' is not in {st.path}{why}")
-        seen.append((st.path, str(parent), tuple(int(v) for v in enc["grid"]), int(entry["n_frames"])))
+        grid = enc["grid"] or st.read(video_id)[1].get("grid")
+        if not grid:
+            raise VtcError(f"video '{video_id}' in {st.path} records no grid; compress it again")
+        seen.append((st.path, str(parent), tuple(int(v) for v in grid), int(entry["n_frames"])))
     p0, parent0, grid0, t0 = seen[0]
     for p, parent, grid, t in seen[1:]:
         if parent != parent0:
@@ -182,7 +190,9 @@ def _common_parent(stores: list[Store], video_id: str) -> tuple[str, tuple[int, 
             raise VtcError(
                 f"{p} has grid {grid} x {t} frames for '{video_id}', {p0} has {grid0} x {t0} frames"
             )
-    return parent0, grid0, t0
+    enc = stores[0].meta["parent_identity"]["encoder"]
+    source = enc.get("source") or "llava_onevision"  # older stores: LLaVA-OV's
+    return parent0, grid0, t0, int(enc.get("preprocess", {}).get("temporal_patch", 1)), family_of(source)
 
 
 def _load_plan(st: Store, video_id: str) -> _Plan:
