@@ -90,7 +90,8 @@ def test_other_models_are_refused_in_one_line(tiny_ckpt):
 
 def test_extract_stores_the_merger_tokens_per_video(tiny_qwen, tmp_path):
     """vtc extract with a Qwen2.5-VL checkpoint: the merger's tokens of each video on its own grid, the
-    resize policy and temporal patch in the store identity; --save-attention is refused in one line."""
+    resize policy and temporal patch in the store identity; --save-attention stores the last block's
+    attention per merged cell."""
     from vtc.cache import Store
     from vtc.stages.demo import synth_video
     from vtc.stages.extract import ExtractOptions, extract
@@ -115,10 +116,55 @@ def test_extract_stores_the_merger_tokens_per_video(tiny_qwen, tmp_path):
     np.testing.assert_array_equal(arrays["features"][...], ref.numpy().astype(np.float16))
     assert store_info(tmp_path / "q.zarr")["summary"]["tokens per frame"] == "per video"
 
-    with pytest.raises(VtcError, match="--save-attention"):
-        extract(
-            ExtractOptions(
-                [str(tmp_path / "v.mp4")], tmp_path / "a.zarr", model=str(tiny_qwen), save_attention=True
-            ),
-            quiet=True,
-        )
+    extract(
+        ExtractOptions([str(tmp_path / "v.mp4")], tmp_path / "a.zarr", model=str(tiny_qwen), frames=5,
+                       save_attention=True),
+        quiet=True,
+    )  # fmt: skip
+    att = Store.open(tmp_path / "a.zarr").read("v")[0]["attention"][...]
+    assert att.shape == (3, ref.shape[1]) and np.allclose(att.sum(1), 1.0, atol=1e-4)
+
+
+def test_received_attention_is_the_last_blocks_eager_weights_on_the_merged_grid(tiny_qwen):
+    """--save-attention on Qwen2.5-VL: the weights transformers' own eager attention computes in the last
+    block (captured from it), mean over heads and queries, summed per merged cell and put back in raster
+    order with the order the merger's output is put back in."""
+    import sys
+
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from vtc.encoders.qwen2_5_vl import window_order
+
+    tower = QwenVisionTower(str(tiny_qwen))
+    video = frames(4, 90, 160, seed=5)
+    feats, scores = tower.encode(video, attention=True)
+    T, n = scores.shape
+    assert (T, n) == feats.shape[:2]
+    torch.testing.assert_close(scores.sum(1), torch.ones(T), atol=1e-5, rtol=0)  # one distribution per step
+
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_qwen, attn_implementation="eager").eval()
+    visual = model.model.visual
+    last = visual.blocks[-1].attn
+    module = sys.modules[type(last).__module__]
+    real, seen, hidden = module.eager_attention_forward, [], []
+
+    def capture(mod, *a, **kw):
+        out = real(mod, *a, **kw)
+        if mod is last:
+            seen.append(out[1][0].mean(dim=(0, 1)))  # [L] over the chunk's keys
+        return out
+
+    module.eager_attention_forward = capture
+    h = visual.blocks[-1].register_forward_hook(lambda m, a, out: hidden.append(out))
+    try:
+        pixels, thw = tower.preprocess(tower.preprocess.resize(video))
+        with torch.inference_mode():
+            ref_out = visual(pixels, grid_thw=thw[None])
+    finally:
+        module.eager_attention_forward = real
+        h.remove()
+    order = torch.argsort(window_order(visual, thw))
+    # the mapping back to raster order is the merger's: the last block's output merged, then reordered
+    torch.testing.assert_close(visual.merger(hidden[0])[order], ref_out.pooler_output, atol=1e-6, rtol=0)
+    ref = torch.cat(seen).reshape(-1, 4).sum(1)[order].reshape(T, -1)
+    torch.testing.assert_close(scores, ref, atol=1e-5, rtol=1e-5)

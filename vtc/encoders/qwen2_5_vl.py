@@ -191,19 +191,73 @@ class QwenVisionTower:
 
     def encode(self, frames: np.ndarray, batch_size: int = 16, attention: bool = False):
         """uint8 frames [F, H, W, 3] at any size -> float32 CPU tensor [T', h*w, D] on the `video_grid`,
-        T' = ceil(F / 2) temporal steps (the tower sees the whole video at once: batch_size is unused)."""
+        T' = ceil(F / 2) temporal steps (the tower sees the whole video at once: batch_size is unused).
+
+        With ``attention=True`` returns ``(features, scores)``: scores [T', h*w] = the attention each merged
+        cell receives in the tower's last block (softmax over the keys of its attention span: a temporal
+        step in a full-attention block, as the last one is in the released checkpoints; mean over heads and
+        queries; summed over the cell's 4 patches, so a step's scores sum to 1), the counterpart of the
+        SigLIP scores VisionZip and HoliTom read on LLaVA-OV."""
         import torch
 
-        from vtc.errors import VtcError
-
-        if attention:
-            raise VtcError("--save-attention stores SigLIP attention; it is not defined for Qwen2.5-VL")
         visual = self.load()
         pixels, thw = self.preprocess(self.preprocess.resize(frames))
-        with torch.inference_mode():
-            out = visual(
-                pixels.to(self.device, next(visual.parameters()).dtype), grid_thw=thw[None].to(self.device)
+        captured: list = []
+        hook = None
+        if attention:
+            hook = visual.blocks[-1].attn.register_forward_pre_hook(
+                lambda mod, args, kwargs: captured.append(_received_attention(mod, args, kwargs)),
+                with_kwargs=True,
             )
+        try:
+            with torch.inference_mode():
+                out = visual(
+                    pixels.to(self.device, next(visual.parameters()).dtype),
+                    grid_thw=thw[None].to(self.device),
+                )
+        finally:
+            if hook is not None:
+                hook.remove()
         t, gh, gw = thw.tolist()
         m = self.preprocess.merge
-        return out.pooler_output.float().cpu().reshape(t, (gh // m) * (gw // m), -1)
+        feats = out.pooler_output.float().cpu().reshape(t, (gh // m) * (gw // m), -1)
+        if not attention:
+            return feats
+        cells = captured[0].reshape(-1, m * m).sum(1)  # merge units, in the tower's window order
+        return feats, cells[torch.argsort(window_order(visual, thw))].reshape(t, -1)
+
+
+def window_order(visual, thw):
+    """The tower's window order of the merge units of a video of grid ``thw`` (t, H/14, W/14): unit
+    ``window_order[i]`` (raster index over (t, h, w) merged cells) is the i-th the blocks see."""
+    from transformers.vision_utils import get_vision_window_index
+
+    index, _ = get_vision_window_index(
+        thw[None],
+        spatial_merge_size=visual.spatial_merge_size,
+        window_size=visual.window_size,
+        patch_size=visual.patch_size,
+    )
+    return index.cpu()
+
+
+def _received_attention(attn, args, kwargs):
+    """[S] float32: per patch, the softmax attention it receives from the queries of its span (the
+    ``cu_seqlens`` chunks the block attends within), mean over heads and queries; in the block's order."""
+    import sys
+
+    import torch
+
+    h = args[0] if args else kwargs["hidden_states"]
+    cu = kwargs["cu_seqlens"].tolist()
+    cos, sin = kwargs["position_embeddings"]
+    S = h.shape[0]
+    q, k, _ = attn.qkv(h).reshape(S, 3, attn.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
+    rotary = sys.modules[type(attn).__module__].apply_rotary_pos_emb_vision  # the block's own rotation
+    q, k = rotary(q, k, cos, sin)
+    out = []
+    for a, b in zip(cu[:-1], cu[1:], strict=True):
+        qc, kc = q[a:b].float().transpose(0, 1), k[a:b].float().transpose(0, 1)  # [heads, L, d]
+        probs = torch.softmax(qc @ kc.transpose(-1, -2) * attn.scaling, dim=-1)
+        out.append(probs.mean(dim=(0, 1)))
+    return torch.cat(out).cpu()

@@ -99,8 +99,6 @@ def extract(
         layer=opt.layer,
         pixels=(opt.min_pixels, opt.max_pixels),
     )
-    if opt.save_attention and encoder.grid is None:
-        raise VtcError("--save-attention stores SigLIP attention; it is not defined for Qwen2.5-VL")
     st = Store.create(
         opt.store,
         "features",
