@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/reducers.py                  # all methods, both shapes
     .venv/bin/python benchmarks/reducers.py --methods dycoke tome --repeats 7
 
-Inputs: one video of 32 frames × 196 tokens (14×14) and one of 32 × 729 (27×27), 1152-d, float16,
+Inputs: one video of 32 frames × 196 tokens (14×14) and one of 32 × 729 (27×27), 1152-d, float16, and
+(`qwen16x720`) Qwen2.5-VL-7B's 16 steps × 720 merged cells (20×36), 3584-d,
 (methods with a `grid` parameter run with grid=native on the 196 video: it already is LLaVA-OV's
 pooled grid, so pooling it again to 7×7 would measure nothing real),
 random but smooth across frames (so merging methods have something to merge). For each method: the
@@ -32,7 +33,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/reference as a package
 
-SHAPES = {"32x196": (32, (14, 14)), "32x729": (32, (27, 27))}
+SHAPES = {"32x196": (32, (14, 14)), "32x729": (32, (27, 27)), "qwen16x720": (16, (20, 36))}
+# Qwen2.5-VL-7B's merger tokens of 32 frames of a 1280x720 video (resized to 1008x560): 16 steps of 20x36,
+# 3,584-d; methods run as on a Qwen store (`grid=pooled` is the stored grid) and count no separator row.
+DIMS = {"qwen16x720": 3584}
 
 
 def video(T: int, grid: tuple[int, int], C: int = 1152, seed: int = 0) -> torch.Tensor:
@@ -90,22 +94,27 @@ def main() -> None:
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; median of {args.repeats} runs; float16 input"
     )
-    header = f"{'method':<15}{'shape':<8}{'LLM tok':>8}{'% in':>8}{'median ms':>11}{'x read':>8}{'loop ms':>11}{'speed-up':>10}{'vs loop':>9}"
+    header = f"{'method':<15}{'shape':<11}{'LLM tok':>8}{'% in':>8}{'median ms':>11}{'x read':>8}{'loop ms':>11}{'speed-up':>10}{'vs loop':>9}"
     print(header)
     print("-" * len(header))
+    from vtc.families import QWEN2_5_VL
+
     for shape in args.shapes:
         T, grid = SHAPES[shape]
-        x = video(T, grid)
+        x = video(T, grid, C=DIMS.get(shape, 1152))
         read = median_time(lambda x=x: x.sum(dtype=torch.float32), args.repeats)
-        print(f"{'(read input)':<15}{shape:<8}{'':>8}{'':>8}{1000 * read:>11.2f}{1.0:>8.2f}")
+        print(f"{'(read input)':<15}{shape:<11}{'':>8}{'':>8}{1000 * read:>11.2f}{1.0:>8.2f}")
         for name in names:
             fields = {f.name for f in dataclasses.fields(list_reducers()[name])}
             r = get_reducer(name, **({"grid": "native"} if shape == "32x196" and "grid" in fields else {}))
+            qwen = shape.startswith("qwen")
+            r = QWEN2_5_VL.adapt(r) if qwen else r
             aux = aux_for(r, x)
             out = r(x, grid, **aux)
+            out = QWEN2_5_VL.for_llm(out) if qwen else out
             t = median_time(lambda r=r, x=x, g=grid, aux=aux: r(x, g, **aux), args.repeats)
             pct = 100 * out.n_llm_tokens / out.n_input_tokens
-            row = f"{name:<15}{shape:<8}{out.n_llm_tokens:>8}{pct:>8.1f}{1000 * t:>11.2f}{t / read:>8.1f}"
+            row = f"{name:<15}{shape:<11}{out.n_llm_tokens:>8}{pct:>8.1f}{1000 * t:>11.2f}{t / read:>8.1f}"
             if name in refs:
                 loop, diff = refs[name]
                 t0 = time.perf_counter()

@@ -19,7 +19,8 @@ class ReducerError(VtcError, ValueError):
 
 # Parameters several methods share, explained once; a method's own ones come with its @register.
 COMMON_PARAMS = {
-    "grid": "token grid the method works on: pooled (LLaVA-OV's 2x2-pooled 14x14) or native (27x27)",
+    "grid": "token grid the method works on: pooled (the model's own: LLaVA-OV's 2x2-pooled 14x14; on "
+    "Qwen2.5-VL, whose tower merges 2x2 itself, the stored grid) or native (the stored grid: 27x27 on LLaVA-OV)",
     "budget": "exactly this many visual tokens per video (fixed-length mode); none: the method's own rule",
     "ratio": "fraction of each video's base tokens kept (when budget is none)",
     "seed": "random seed of the method's own draws; the same seed gives the same tokens",
