@@ -1,7 +1,11 @@
 """Extract throughput: decode-only frames/s against the whole `vtc extract` pipeline, same videos.
 
     .venv/bin/python benchmarks/extract.py                       # the sample videos in ../shared/media
-    .venv/bin/python benchmarks/extract.py VIDEO... --frames 32 --repeats 3
+    .venv/bin/python benchmarks/extract.py VIDEO... --frames 32 --repeats 3 --workers 1 2
+
+Per decode-worker count N (`--workers`): decoding alone through N worker processes (`DecodePool`, the
+frames handed back to this process as extract gets them), and the whole extract with `--workers N`; the
+target ratio is whole extract / min(decoding alone with N, tower alone) >= 0.85.
 
 Decode-only runs the same decoder, sampling and resize to 384×384 in this process; the pipeline is
 `vtc.stages.extract.extract` (decode worker process + tiny SigLIP tower + zarr writes) into a fresh
@@ -44,17 +48,28 @@ def encode_only(videos, frames: int, backend: str, model: str) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def pipeline(videos, frames: int, backend: str, model: str) -> float:
+def decode_pool(videos, frames: int, backend: str, workers: int) -> float:
+    """Decoding alone through ``workers`` decode processes, results received here in input order."""
+    from vtc.video import DecodePool, SamplingPolicy
+
+    with DecodePool(workers, SamplingPolicy(frames=frames), backend=backend, size=(384, 384)) as pool:
+        t0 = time.perf_counter()
+        n = sum(len(r.frames) for _, r in pool.imap(videos))
+        return n / (time.perf_counter() - t0)
+
+
+def pipeline(videos, frames: int, backend: str, model: str, workers: int = 1) -> float:
     from vtc.stages.extract import ExtractOptions, extract
 
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
         s = extract(
             ExtractOptions(
-                [str(v) for v in videos], Path(d) / "f.zarr", model=model, frames=frames, backend=backend
+                [str(v) for v in videos], Path(d) / "f.zarr", model=model, frames=frames, backend=backend,
+                workers=workers,
             ),
             quiet=True,
-        )
+        )  # fmt: skip
         dt = time.perf_counter() - t0
         if s.failed:
             sys.exit(f"pipeline failed on {s.failed}")
@@ -102,6 +117,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--backend", default="decord")
     ap.add_argument("--copies", type=int, default=3, help="each video N times, so start-up costs amortise")
+    ap.add_argument("--workers", type=int, nargs="*", default=[1, 2], help="decode-worker counts to compare")
     args = ap.parse_args()
     if not args.videos:
         sys.exit("no videos given and none found in ../shared/media")
@@ -119,10 +135,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         model = str(build_tiny_checkpoints(d)["llava_ov"])
         dec, pipe, enc = [], [], []
+        pool = {n: [] for n in args.workers}
+        whole = {n: [] for n in args.workers}
         for _ in range(args.repeats):  # interleaved so drift hits both alike
             dec.append(decode_only(videos, args.frames, args.backend))
             pipe.append(pipeline(videos, args.frames, args.backend, model))
             enc.append(encode_only(videos, args.frames, args.backend, model))
+            for n in args.workers:
+                pool[n].append(decode_pool(videos, args.frames, args.backend, n))
+                whole[n].append(pipeline(videos, args.frames, args.backend, model, workers=n))
     d_med, p_med, e_med = statistics.median(dec), statistics.median(pipe), statistics.median(enc)
     serial = 1 / (1 / d_med + 1 / e_med)  # decode then encode, one after the other, no overlap
     print(
@@ -138,6 +159,11 @@ def main() -> None:
         f"ratio pipeline / decode-only: {p_med / d_med:.2f}  (overhead {100 * (d_med / p_med - 1):.0f}% time)"
     )
     print(f"ratio pipeline / serial decode+encode: {p_med / serial:.2f}  (>1: decode overlaps the tower)")
+    print(f"\n{'workers':>7}{'decode alone':>14}{'whole extract':>15}{'whole / min(decode, tower)':>28}")
+    for n in args.workers:
+        dn, wn = statistics.median(pool[n]), statistics.median(whole[n])
+        print(f"{n:>7}{dn:>14.1f}{wn:>15.1f}{wn / min(dn, e_med):>28.2f}")
+    print("target: whole / min(decode, tower) >= 0.85")
     g = gpu_so400m()
     if g is None:
         print("SigLIP-so400m bf16 on GPU: skipped (no CUDA device)")

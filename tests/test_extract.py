@@ -204,3 +204,46 @@ def test_kill_9_then_resume_completes_without_duplicates(tiny_ckpt, tmp_path):
     ref = Store.open(tmp_path / "clean.zarr")
     for vid in st.done():
         np.testing.assert_array_equal(st.read(vid)[0]["features"][...], ref.read(vid)[0]["features"][...])
+
+
+def _index_lines(store) -> list[dict]:
+    """The store's index lines in order, without their wall-clock times."""
+    lines = (store / INDEX_FILE).read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k != "time"} for line in lines]
+
+
+def test_the_store_is_the_same_whatever_the_number_of_decode_workers(videos, tiny_ckpt, tmp_path):
+    """--workers N: N decode processes, the results written in input order: the same index lines (but
+    times) and byte-identical arrays for N = 1, 2, 3, with failures (a hang, a crash, a corrupt file) in
+    the mix, whichever decode finishes first."""
+    d = tmp_path / "v"
+    d.mkdir()
+    for i in range(3):
+        (d / f"a{i}_ok.mp4").write_bytes((videos / f"clip{i}.mp4").read_bytes())
+    for name in ("b_hang", "c_crash"):
+        (d / f"{name}.mp4").write_bytes((videos / "clip0.mp4").read_bytes())
+    make_corrupt(d / "e_corrupt.mp4")
+    stores = {}
+    for n in (1, 2, 3):
+        stores[n] = tmp_path / f"w{n}.zarr"
+        s = extract(
+            ExtractOptions(
+                [str(d)], stores[n], model=str(tiny_ckpt["llava_ov"]), frames=4, timeout=3, workers=n
+            ),
+            quiet=True,
+            _decode_fn="tests.videos:faulty_decode",
+        )
+        assert (s.workers, s.done, len(s.failed)) == (n, 3, 3)
+    ref = _index_lines(stores[1])
+    assert [line["status"] for line in ref] == ["done"] * 3 + ["failed"] * 3
+    one = Store.open(stores[1])
+    for n in (2, 3):
+        assert _index_lines(stores[n]) == ref
+        other = Store.open(stores[n])
+        for vid in one.done():
+            (a, attrs_a), (b, attrs_b) = one.load(vid), other.load(vid)
+            assert attrs_a == attrs_b and set(a) == set(b)
+            assert all(a[k].dtype == b[k].dtype and a[k].tobytes() == b[k].tobytes() for k in a)
+    with pytest.raises(VtcError, match="--workers must be >= 1"):
+        extract(ExtractOptions([str(d)], tmp_path / "z.zarr", model=str(tiny_ckpt["llava_ov"]), workers=0))
+    assert not (tmp_path / "z.zarr").exists()

@@ -21,6 +21,7 @@ from tests.videos import (
 )
 from vtc.video import (
     DecodedVideo,
+    DecodePool,
     DecodeWorker,
     SamplingPolicy,
     VideoError,
@@ -396,3 +397,24 @@ def test_worker_argument_errors():
     w.close()
     with pytest.raises(RuntimeError, match="closed"):
         next(w.imap(["x.mp4"]))
+
+
+def test_pool_yields_in_input_order_across_its_workers(clips, bad, tmp_path):
+    """DecodePool(3): video i on worker i mod 3, yielded in input order, a hang and a crash costing one
+    video each; abandoned mid-way it returns at once though a worker is still inside a hanging decode."""
+    hang = make_video(tmp_path / "hang.mp4", n_frames=8)
+    crash = make_video(tmp_path / "crash.mp4", n_frames=8)
+    paths = [clips[0], hang, clips[1], crash, bad["corrupt"][0], clips[2], clips[3]]
+    with DecodePool(3, SamplingPolicy(frames=4), size=(32, 32), timeout=2.0, _decode_fn=HOOK) as pool:
+        out = list(pool.imap(paths))
+    assert [p for p, _ in out] == paths
+    assert str(out[1][1]) == "decode timed out after 2s" and "crashed" in str(out[3][1])
+    assert "cannot open as a video" in str(out[4][1])
+    assert [out[i][1].total_frames for i in (0, 2, 5, 6)] == [8, 12, 16, 20]
+    t0 = time.monotonic()
+    with DecodePool(2, SamplingPolicy(frames=4), size=(32, 32), timeout=60.0, _decode_fn=HOOK) as pool:
+        for _p, _r in pool.imap([clips[0], hang, clips[1]]):
+            break
+    assert time.monotonic() - t0 < 20  # not the 60 s the hanging decode would take
+    with pytest.raises(ValueError, match="workers must be a positive integer"):
+        DecodePool(0, SamplingPolicy())

@@ -69,6 +69,12 @@ def extract(
     device: Device = "cpu",
     dtype: Dtype = "fp32",
     batch_size: Annotated[int, typer.Option(help="Frames per forward pass of the tower.")] = 16,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Decode processes [default: cores - 1, at least 1]; the store is the same whatever the number."
+        ),
+    ] = None,
     storage_dtype: Annotated[
         str, typer.Option(help="float16 or float32 (zarr has no bfloat16).")
     ] = "float16",
@@ -101,6 +107,7 @@ def extract(
             save_attention=save_attention,
             min_pixels=min_pixels,
             max_pixels=max_pixels,
+            workers=workers,
             timeout=timeout or None,
         ),
         quiet=quiet,
@@ -113,9 +120,16 @@ def extract(
         from rich.table import Table
 
         t = Table(title=f"extract → {store}", show_header=True)
-        for col in ("done", "skipped (already done)", "failed", "frames", "frames/s"):
+        for col in ("done", "skipped (already done)", "failed", "frames", "frames/s", "decode workers"):
             t.add_column(col, justify="right")
-        t.add_row(str(s.done), str(s.skipped), str(len(s.failed)), str(s.frames), f"{s.frames_per_s:.1f}")
+        t.add_row(
+            str(s.done),
+            str(s.skipped),
+            str(len(s.failed)),
+            str(s.frames),
+            f"{s.frames_per_s:.1f}",
+            str(s.workers),
+        )
         con.print(t)
     if s.failed:
         raise typer.Exit(1)

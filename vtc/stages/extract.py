@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ class ExtractSummary:
     warnings: list[str] = field(default_factory=list)  # inputs that gave no video, and the like
     frames: int = 0
     seconds: float = 0.0
+    workers: int = 1  # decode processes
 
     @property
     def frames_per_s(self) -> float:
@@ -58,6 +60,7 @@ class ExtractOptions:
     storage_dtype: str = "float16"
     layer: int | None = None
     save_attention: bool = False
+    workers: int | None = None  # decode processes (None: cores - 1, at least 1)
     min_pixels: int | None = None  # Qwen2.5-VL's resize bounds (None: its processor's video defaults)
     max_pixels: int | None = None
     timeout: float | None = 120.0
@@ -73,7 +76,7 @@ def extract(
     hook for decoders that hang or crash.
     """
     from vtc.encoders.vision import make_encoder
-    from vtc.video import DecodeWorker, SamplingPolicy, VideoError, fingerprint, list_backends
+    from vtc.video import DecodePool, SamplingPolicy, VideoError, fingerprint, list_backends
 
     if opt.storage_dtype not in STORAGE_DTYPES:
         raise VtcError(f"unknown storage dtype '{opt.storage_dtype}'; valid: {', '.join(STORAGE_DTYPES)}")
@@ -87,6 +90,9 @@ def extract(
         )
     except ValueError as e:
         raise VtcError(str(e)) from None
+    workers = opt.workers if opt.workers is not None else max(1, (os.cpu_count() or 1) - 1)
+    if workers < 1:
+        raise VtcError(f"--workers must be >= 1, got {workers}")
     warnings: list[str] = []
     items = resolve_inputs(opt.inputs, warnings)
     if not items:
@@ -105,7 +111,7 @@ def extract(
         features_identity(encoder, policy, opt.storage_dtype, opt.save_attention),
         provenance={"stage": "extract"},
     )
-    summary = ExtractSummary(store=str(opt.store), warnings=warnings)
+    summary = ExtractSummary(store=str(opt.store), warnings=warnings, workers=workers)
     done = st.done()
     todo = []
     for vid, path in items:
@@ -122,7 +128,8 @@ def extract(
     with (
         st.discarded_on_error(),  # a checkpoint that fails to load leaves no empty store behind
         st.writing(),
-        DecodeWorker(
+        DecodePool(
+            workers,
             policy,
             backend=opt.backend,
             size=encoder.decode_size,

@@ -5,9 +5,10 @@ Cheap to import: numpy only; decord, PyAV and PIL are imported where they are us
 
 from vtc.video.decode import DecodedVideo, VideoError, decode_video, fingerprint, list_backends
 from vtc.video.sampling import SamplingPolicy
-from vtc.video.worker import DecodeWorker
+from vtc.video.worker import DecodePool, DecodeWorker
 
 __all__ = [
+    "DecodePool",
     "DecodeWorker",
     "DecodedVideo",
     "SamplingPolicy",

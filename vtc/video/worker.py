@@ -31,6 +31,11 @@ from vtc.video.sampling import SamplingPolicy
 _STARTUP_GRACE = 60.0  # extra seconds a fresh child may take to reach a job (interpreter start, imports)
 _CLOSE_GRACE = 2.0  # seconds an idle child gets to exit on close() before it is killed
 _IDLE = -1  # shared job id while the child is between jobs
+_CANCEL_POLL = 0.25  # seconds between checks of DecodeWorker.cancel() while waiting for a decode
+
+
+class _Cancelled(Exception):
+    """A DecodeWorker's imap was cancelled from another thread."""
 
 
 @dataclass
@@ -83,6 +88,7 @@ class DecodeWorker:
         self._closed = False
         self._busy = False
         self._early: dict[int, object] = {}  # results that arrived out of turn (a crash attributed later)
+        self._cancel = threading.Event()  # set from another thread: the running imap stops (DecodePool)
         self._start()
 
     # --- public ---------------------------------------------------------------------------------------
@@ -94,6 +100,7 @@ class DecodeWorker:
         if self._busy:
             raise RuntimeError("DecodeWorker.imap is already running (one at a time)")
         self._busy = True
+        self._cancel.clear()
         source = iter(paths)
         pending: deque[_Job] = deque()
         try:
@@ -113,6 +120,11 @@ class DecodeWorker:
             if pending:  # abandoned mid-way: drop what the child still has queued
                 self._kill()
                 self._early.clear()
+
+    def cancel(self) -> None:
+        """From another thread: the running ``imap`` ends within a quarter second, waiting or not (it
+        raises ``_Cancelled`` in the thread that drives it, which then drops what its child has queued)."""
+        self._cancel.set()
 
     def close(self):
         """Stop the child (killed if it does not exit within a couple of seconds). Idempotent."""
@@ -195,6 +207,8 @@ class DecodeWorker:
                 return self._early.pop(head.id)
             if self._closed:
                 raise RuntimeError("DecodeWorker was closed during imap")
+            if self._cancel.is_set():
+                raise _Cancelled
             if self._proc is None:  # killed after an abandoned imap, or a failed restart
                 self._restart(pending)
             if self._results.poll():
@@ -230,7 +244,9 @@ class DecodeWorker:
                     if running == head.id:
                         return VideoError(f"decode timed out after {self.timeout:g}s")
                     return VideoError(f"decoder did not start within {self.timeout + _STARTUP_GRACE:g}s")
-            multiprocessing.connection.wait([self._results, self._proc.sentinel], budget)
+            # in slices, so that a cancel() is seen
+            slice_s = _CANCEL_POLL if budget is None else min(budget, _CANCEL_POLL)
+            multiprocessing.connection.wait([self._results, self._proc.sentinel], slice_s)
 
     def _on_death(self, pending: deque[_Job]):
         """The child died: blame the job it was running, put the rest back in line on a fresh child.
@@ -336,3 +352,90 @@ def _exit_with_parent(parent_pid: int):
         time.sleep(1.0)
         if os.getppid() != parent_pid:
             os._exit(0)
+
+
+class DecodePool:
+    """``n`` DecodeWorkers decoding in parallel (each its own process, its own timeout and crash recovery).
+
+    ``imap(paths)`` yields ``(path, DecodedVideo | VideoError)`` in input order, video i decoded by worker
+    i mod n: what the caller does with the results (vtc extract writes them) does not depend on ``n`` or
+    on which decode finishes first. Each worker is driven by a thread that holds at most one finished
+    video for the caller, beyond the ``prefetch`` its own child decodes ahead. ``n = 1`` is one
+    DecodeWorker and no thread.
+    """
+
+    def __init__(self, n: int, policy: SamplingPolicy, **kwargs):
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"workers must be a positive integer, got {n!r}")
+        self.workers: list[DecodeWorker] = []
+        try:
+            for _ in range(n):
+                self.workers.append(DecodeWorker(policy, **kwargs))
+        except BaseException:
+            self.close()
+            raise
+
+    def imap(self, paths: Iterable) -> Iterator[tuple[object, DecodedVideo | VideoError]]:
+        paths = list(paths)
+        n = len(self.workers)
+        if n == 1:
+            yield from self.workers[0].imap(paths)
+            return
+        queues: list[queue.Queue] = [queue.Queue(maxsize=1) for _ in range(n)]
+        stop = threading.Event()
+
+        def drive(k: int) -> None:
+            gen = self.workers[k].imap(paths[k::n])
+            try:
+                for item in gen:
+                    while not stop.is_set():
+                        try:
+                            queues[k].put(item, timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                    if stop.is_set():
+                        return
+            except _Cancelled:
+                return
+            except BaseException as e:  # handed to the caller, raised there (unless it has gone)
+                with contextlib.suppress(queue.Full):
+                    queues[k].put_nowait(_Raised(e))
+            finally:
+                gen.close()  # an abandoned run: the worker drops what its child still has queued
+
+        threads = [
+            threading.Thread(target=drive, args=(k,), name=f"vtc-decode-{k}", daemon=True) for k in range(n)
+        ]
+        for t in threads:
+            t.start()
+        try:
+            for i in range(len(paths)):
+                item = queues[i % n].get()
+                if isinstance(item, _Raised):
+                    raise item.error
+                yield item
+        finally:
+            stop.set()
+            for w in self.workers:  # a thread inside a long decode stops waiting for it
+                w.cancel()
+            for q in queues:  # unblock a thread waiting to hand over a result
+                with contextlib.suppress(queue.Empty):
+                    q.get_nowait()
+            for t in threads:  # each worker is touched by its own thread only, until here
+                t.join()
+
+    def close(self) -> None:
+        for w in self.workers:
+            w.close()
+
+    def __enter__(self) -> DecodePool:
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+@dataclass
+class _Raised:
+    error: BaseException
