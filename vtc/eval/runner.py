@@ -213,15 +213,15 @@ class Runner:
     device: str = "cpu"
     dtype: str = "fp32"
 
+    model_types: ClassVar[tuple[str, ...]] = ()  # config model_types the runner loads
+    model_class: ClassVar[str] = ""  # the transformers class
+    family_name: ClassVar[str] = ""  # its `vtc.families` record
+
     def __post_init__(self):
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
         self._load()
-
-    model_types: ClassVar[tuple[str, ...]] = ()  # config model_types the runner loads
-    model_class: ClassVar[str] = ""  # the transformers class
-    family_name: ClassVar[str] = ""  # its `vtc.families` record
 
     def _load(self) -> None:
         import torch
@@ -538,13 +538,9 @@ def make_runner(model_id: str, device: str = "cpu", dtype: str = "fp32") -> Runn
 
     model_type = load_config(model_id).model_type
     for family in FAMILIES.values():
-        if model_type in family.sources and family.runner:
-            try:
-                cls = family.runner_class()
-            except AttributeError:
-                break
-            if model_type in getattr(cls, "model_types", ()):
-                return cls(model_id, device=device, dtype=dtype)
+        cls = family.runner_class()
+        if model_type in cls.model_types:
+            return cls(model_id, device=device, dtype=dtype)
     examples = " or ".join(f.example for f in FAMILIES.values())
     raise VtcError(
         f"'{model_id}' is a {model_type} checkpoint; vtc eval needs a LLaVA-OneVision or Qwen2.5-VL one "
