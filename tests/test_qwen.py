@@ -256,6 +256,16 @@ def test_lora_trains_on_qwen_tokens_and_evaluation_loads_it(qwen, tmp_path):
     s = train(TrainOptions(adapters="lora", **opts), quiet=True)
     assert s.steps == 4 and s.trainable["lora"] > 0 and all(map(torch.isfinite, torch.tensor(s.losses)))
     assert s.losses[-1] < s.losses[0]
+    # a reducer applied on the fly: on each video's own grid, as the family runs it
+    fly = {**opts, "tokens": None, "features": str(tmp_path / "f.zarr"), "method": "dycoke", "steps": 2}
+    f = train(TrainOptions(adapters="lora", **{**fly, "out": str(tmp_path / "fly")}), quiet=True)
+    assert f.steps == 2 and all(map(torch.isfinite, torch.tensor(f.losses)))
+    with pytest.raises(VtcError, match="Qwen2.5-VL has no pooling step"):
+        train(
+            TrainOptions(
+                adapters="lora", **{**fly, "out": str(tmp_path / "p"), "params": {"grid": ["pooled"]}}
+            )
+        )
     r = evaluate(
         EvalOptions(
             "mcq",

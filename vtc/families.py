@@ -94,11 +94,21 @@ def family_of(source: str) -> Family:
     raise VtcError(f"no model family for '{source}'; vtc knows {known}")
 
 
-def store_family(features_store) -> Family:
-    """The family a feature store's features belong to (its encoder's source; a store without one was
-    written before vtc knew another family than LLaVA-OV)."""
-    source = features_store.meta["identity"]["encoder"].get("source")
+def encoder_family(encoder: dict) -> Family:
+    """The family of a feature store's encoder identity (its source; a store without one was written
+    before vtc knew another family than LLaVA-OV)."""
+    source = encoder.get("source")
     return LLAVA_ONEVISION if source is None else family_of(str(source))
+
+
+def store_family(features_store) -> Family:
+    """The family a feature store's features belong to."""
+    return encoder_family(features_store.meta["identity"]["encoder"])
+
+
+def frames_per_step(encoder: dict) -> int:
+    """Sampled frames per stored step of an encoder identity: Qwen2.5-VL's temporal patch (2), else 1."""
+    return int(encoder.get("preprocess", {}).get("temporal_patch", 1))
 
 
 def get_family(name: str) -> Family:
@@ -117,9 +127,9 @@ def stock_tokens_of(store, video_id: str) -> int:
         grid = store.meta.get("parent_identity", {}).get("encoder", {}).get("grid") or (27, 27)
         return LLAVA_ONEVISION.stock_tokens(entry["n_frames"], grid)
     encoder = store.meta["identity"]["encoder"]
-    family = store_family(store)
+    family = encoder_family(encoder)
     if encoder.get("grid"):
         return family.stock_tokens(entry["n_frames"], encoder["grid"])
     # a per-video grid (Qwen2.5-VL): n_frames counts sampled frames, a stored step is a temporal patch
-    tp = int(encoder.get("preprocess", {}).get("temporal_patch", 1))
-    return family.stock_tokens(-(-int(entry["n_frames"]) // tp), store.read(video_id)[1]["grid"])
+    steps = -(-int(entry["n_frames"]) // frames_per_step(encoder))
+    return family.stock_tokens(steps, store.read(video_id)[1]["grid"])

@@ -68,33 +68,47 @@ class TokenSource:
                 return cand
         raise VtcError(f"video '{s}' is not in the store (looked up as '{Path(s).stem}'); extract it first")
 
-    def features_of(self, video_id: str):
-        """The stored features [T, H*W, C] of one video (a CPU tensor in the storage dtype)."""
+    def _features(self, video_id: str):
+        """(stored features [T, H*W, C] as a CPU tensor in the storage dtype, the video's attrs)."""
         import torch
 
-        arrays, _ = self.features.load(video_id, ("features",))
+        arrays, attrs = self.features.load(video_id, ("features",))
         x = torch.from_numpy(arrays["features"])
         self._refuse_non_finite(video_id, {"features": x})
-        return x
+        return x, attrs
+
+    def features_of(self, video_id: str):
+        """The stored features [T, H*W, C] of one video (a CPU tensor in the storage dtype)."""
+        return self._features(video_id)[0]
 
     def load(self, video_id: str):
-        """(features tensor [T, H*W, C], Reduction) of one video: the rows its family's LLM reads, with
-        the video's sampling rate (``fps``: frames sampled per second of video)."""
+        """(features tensor [T, H*W, C], Reduction) of one video: the stored reduction (a feature store:
+        ``none``), as `_for_llm` gives it."""
+        if self.tokens is None:
+            return self.reduce(video_id, self._none)
+        from vtc.reducers import Reduction
+
+        x, attrs = self._features(video_id)
+        return x, self._for_llm(video_id, Reduction.read(self.tokens, video_id), attrs)
+
+    def reduce(self, video_id: str, reducer, x=None):
+        """(features, Reduction) of ``reducer`` (as the family runs it: `Family.adapt`) applied to the
+        video's stored features ``x`` (read here if not given), on the video's grid."""
+        attrs = self.features.read(video_id)[1] if x is not None else None
+        if x is None:
+            x, attrs = self._features(video_id)
+        red = reducer(x, self.grid or tuple(attrs["grid"]))  # a Qwen2.5-VL video's grid is its own
+        return x, self._for_llm(video_id, red, attrs)
+
+    def _for_llm(self, video_id: str, red, attrs: dict):
+        """The rows the family's LLM reads, with the video's sampling rate (``fps``: frames sampled per
+        second of video, qwen-vl-utils' frames / duration, which Qwen2.5-VL's time ids count in)."""
         import dataclasses
 
-        x = self.features_of(video_id)
-        attrs = self.features.read(video_id)[1]
-        if self.tokens is None:
-            red = self._none(x, self.grid or tuple(attrs["grid"]))
-        else:
-            from vtc.reducers import Reduction
-
-            red = Reduction.read(self.tokens, video_id)
         self._refuse_non_finite(video_id, {"tokens": getattr(red, "tokens", None)})
-        # qwen-vl-utils' rule: frames sampled / duration (its fps for second_per_grid_ts)
         n, duration = self.features.done()[video_id].get("n_frames"), attrs.get("duration") or 0.0
         fps = n / duration if n and duration > 0 else None
-        return x, dataclasses.replace(self.family.for_llm(red), fps=fps)
+        return dataclasses.replace(self.family.for_llm(red), fps=fps)
 
     @staticmethod
     def _refuse_non_finite(video_id: str, arrays: dict) -> None:

@@ -8,6 +8,7 @@ full method config, so evaluation can re-apply the plan to projected features ex
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -252,14 +253,9 @@ def compress(opt: CompressOptions, quiet: bool = False, console=None) -> Compres
                     else:
                         keep.append((vid, *got))
                 # a reducer call takes one grid: runs of consecutive videos that share theirs
-                runs: list[list] = []
-                for item in keep:
-                    if runs and runs[-1][0][3] == item[3]:
-                        runs[-1].append(item)
-                    else:
-                        runs.append([item])
-                for run in runs:
-                    vids, grid = [v for v, *_ in run], run[0][3]
+                for grid, run in itertools.groupby(keep, key=lambda item: item[3]):
+                    run = list(run)
+                    vids = [v for v, *_ in run]
                     xs, auxs = [x for _, x, _, _ in run], [a for _, _, a, _ in run]
                     # Seeded per video from (seed, id) so the result does not depend on processing order
                     # (reducers that run per video get it right before their video).
@@ -273,11 +269,12 @@ def compress(opt: CompressOptions, quiet: bool = False, console=None) -> Compres
                         summary.done += 1
                         bar.advance(1, 1)
     summary.seconds = time.perf_counter() - t0
-    for e in tok.done().values():
+    from vtc.families import stock_tokens_of
+
+    for vid, e in tok.done().items():
         summary.tokens_in += e["n_input_tokens"]
         summary.llm_tokens += e["n_llm_tokens"]
-        # entries written before n_stock_tokens was recorded are LLaVA-OV ones, on the store's grid
-        summary.stock_tokens += e.get("n_stock_tokens") or family.stock_tokens(e["n_frames"], store_grid)
+        summary.stock_tokens += stock_tokens_of(tok, vid)
     return summary
 
 

@@ -45,9 +45,10 @@ QWEN_METHODS = [
 ]
 FAMILIES = {
     "llava-onevision": {"prefix": "", "adapters": "projector,full", "methods": DEMO_METHODS, "quick": (0, 1, 6),
-                        "extract": {}, "model": "tiny-llava-ov"},
+                        "extract": {}, "model": "tiny-llava-ov", "build": "build_learnable_llava_ov"},
     "qwen2.5-vl": {"prefix": "qwen-", "adapters": "full", "methods": QWEN_METHODS, "quick": (0, 1, 4),
-                   "extract": {"min_pixels": 4 * 28 * 28}, "model": "tiny-qwen2.5-vl"},
+                   "extract": {"min_pixels": 4 * 28 * 28}, "model": "tiny-qwen2.5-vl",
+                   "build": "build_learnable_qwen2_5_vl"},
 }  # fmt: skip
 
 
@@ -109,16 +110,8 @@ def demo(
         return _demo(Path(workdir), quick, untrained, quiet, console, family)
 
 
-def _build_model(family: str, path: Path) -> None:
-    from vtc.encoders.tiny import build_learnable_llava_ov, build_learnable_qwen2_5_vl
-
-    if family == "qwen2.5-vl":
-        build_learnable_qwen2_5_vl(path)
-    else:
-        build_learnable_llava_ov(path)
-
-
 def _demo(wd: Path, quick: bool, untrained: bool, quiet: bool, console, family: str) -> list[dict]:
+    from vtc.encoders import tiny
     from vtc.families import get_family
     from vtc.stages.evaluate import EvalOptions, evaluate
     from vtc.stages.extract import ExtractOptions, extract
@@ -136,7 +129,7 @@ def _demo(wd: Path, quick: bool, untrained: bool, quiet: bool, console, family: 
     say(f"[bold]1/6[/] synthetic video-QA and a tiny {label} (random weights) in {wd}")
     model = wd / "models" / fam["model"]
     if not (model / "config.json").exists():
-        _build_model(family, model)
+        getattr(tiny, fam["build"])(model)
     sizes = (
         {"n_train": QUICK["n_train"], "n_test": QUICK["n_test"]} if quick else {"n_train": 192, "n_test": 64}
     )

@@ -226,12 +226,13 @@ class Trainer:
         """A bad method, key or value fails now, not at step 1000."""
         from vtc.reducers import get_reducer
 
-        needs = set(get_reducer(self.opt.method).needs)
+        adapt = self.source.family.adapt  # an explicit grid=pooled on Qwen2.5-VL features is refused
+        needs = set(adapt(get_reducer(self.opt.method)).needs)
         for key, values in self.opt.params.items():
             if not values:
                 raise VtcError(f"--set {key}= needs at least one value")
             for v in values:
-                needs |= set(get_reducer(self.opt.method, **{key: v}).needs)
+                needs |= set(adapt(get_reducer(self.opt.method, **{key: v}), {key: v}).needs)
         if needs:
             raise VtcError(
                 f"method {self.opt.method} needs '{sorted(needs)[0]}' per video; compress with it and "
@@ -250,7 +251,7 @@ class Trainer:
         }
         key = tuple(sorted(drawn.items()))
         if key not in self.reducers:
-            self.reducers[key] = get_reducer(self.opt.method, **drawn)
+            self.reducers[key] = self.source.family.adapt(get_reducer(self.opt.method, **drawn), drawn)
         return self.reducers[key], drawn
 
     def batch_samples(self, micro: int) -> list:
@@ -276,7 +277,7 @@ class Trainer:
         reducer, drawn = self.reducer_for(micro)
         # reducers are deterministic (seeded): one reduction per video and drawn value, reused every epoch
         key = ("r", vid, tuple(sorted(drawn.items())))
-        red, _ = self.cache.get(key, lambda: (reducer(x, self.source.grid), None))
+        red, _ = self.cache.get(key, lambda: (self.source.reduce(vid, reducer, x)[1], None))
         return x, red
 
     # ------------------------------------------------------------------ one step
@@ -303,10 +304,14 @@ class Trainer:
         # Qwen2.5-VL's 3-D M-RoPE ids, as evaluation gives them (padding after the end gets 0). 1-D ids are
         # the model's own count and are left to it: given ones that restart at 0 in the padding would read
         # as packed sequences and replace the fused causal kernel by a dense mask.
-        pos = torch.zeros((positions[0].shape[0], len(embeds), width), dtype=torch.long)
-        for i, (e, lb, p) in enumerate(zip(embeds, labels, positions, strict=True)):
-            batch[i, : e.shape[0]], lab[i, : lb.shape[0]], pos[:, i, : p.shape[1]] = e, lb, p
-        pos = None if pos.shape[0] == 1 else pos.to(self.opt.device)
+        for i, (e, lb) in enumerate(zip(embeds, labels, strict=True)):
+            batch[i, : e.shape[0]], lab[i, : lb.shape[0]] = e, lb
+        pos = None
+        if positions[0].shape[0] > 1:
+            pos = torch.zeros((positions[0].shape[0], len(embeds), width), dtype=torch.long)
+            for i, p in enumerate(positions):
+                pos[:, i, : p.shape[1]] = p
+            pos = pos.to(self.opt.device)
         autocast = self.opt.dtype != "fp32" and self.opt.device.startswith("cuda")
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.opt.dtype)
         # No attention mask: the padding is on the right, so under causal attention no real token sees it

@@ -163,7 +163,7 @@ def _check_out(out: Path) -> Path:
 def _common_parent(stores: list[Store], video_id: str):
     """(feature store path, feature grid (H, W), frames T, frames per step, model family) shared by every
     store, else a VtcError. Qwen2.5-VL's grid is the video's own and a step is a pair of frames."""
-    from vtc.families import family_of
+    from vtc.families import encoder_family, frames_per_step
 
     seen = []
     for st in stores:
@@ -191,8 +191,7 @@ def _common_parent(stores: list[Store], video_id: str):
                 f"{p} has grid {grid} x {t} frames for '{video_id}', {p0} has {grid0} x {t0} frames"
             )
     enc = stores[0].meta["parent_identity"]["encoder"]
-    source = enc.get("source") or "llava_onevision"  # older stores: LLaVA-OV's
-    return parent0, grid0, t0, int(enc.get("preprocess", {}).get("temporal_patch", 1)), family_of(source)
+    return parent0, grid0, t0, frames_per_step(enc), encoder_family(enc)
 
 
 def _load_plan(st: Store, video_id: str) -> _Plan:
