@@ -209,7 +209,22 @@ class Store:
         chunks: dict[str, tuple] | None = None,
         uncompressed: tuple[str, ...] = (),
     ) -> None:
-        """Write one video's arrays, then its attrs, then (last) its index line.
+        """Write one video's arrays, then its attrs, then (last) its index line: :meth:`put` then
+        :meth:`commit`."""
+        self.commit(self.put(video_id, arrays, attrs, summary, chunks, uncompressed))
+
+    def put(
+        self,
+        video_id: str,
+        arrays: dict[str, np.ndarray],
+        attrs: dict,
+        summary: dict | None = None,
+        chunks: dict[str, tuple] | None = None,
+        uncompressed: tuple[str, ...] = (),
+    ) -> dict:
+        """Write one video's arrays and attrs and return its index entry, not yet committed: until
+        :meth:`commit` records it the video is absent, and putting it again rewrites the same bytes (a
+        distributed writer's retried task is harmless). Needs no write lock: the committer holds it.
 
         Arrays named in ``uncompressed`` are stored raw: float16 features shrink by under 10% with zarr's
         default zstd, and reading them raw is about twice as fast (measured on 32x729x1152).
@@ -224,7 +239,11 @@ class Store:
             g.create_array(name, data=arr, chunks=ch, overwrite=True, **kw)
         # one metadata write: attrs.update() would rewrite the group's zarr.json once per key
         g.update_attributes({**attrs, "id": video_id, "complete": True})
-        self._append({"id": video_id, "key": key, "status": "done", "time": time.time(), **(summary or {})})
+        return {"id": video_id, "key": key, "status": "done", **(summary or {})}
+
+    def commit(self, entry: dict) -> None:
+        """Record a :meth:`put` video's entry (stamped with the time now): from here on it is present."""
+        self._append({**entry, "time": time.time()})
 
     def fail(self, video_id: str, reason: str, **info) -> None:
         self._append({"id": video_id, "status": "failed", "reason": reason, "time": time.time(), **info})

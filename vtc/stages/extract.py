@@ -66,17 +66,24 @@ class ExtractOptions:
     timeout: float | None = 120.0
 
 
-def extract(
-    opt: ExtractOptions, quiet: bool = False, console=None, _decode_fn: str | None = None
-) -> ExtractSummary:
-    """Extract features of every input video into ``store``; videos already done are skipped.
+@dataclass
+class Plan:
+    """What a run will do, whichever engine runs it: the store opened (created if new) under this run's
+    identity, the encoder (not loaded yet), and the videos still to extract."""
 
-    Returns a summary; a video that cannot be decoded is recorded in the store's index with its reason
-    and the run goes on. ``_decode_fn`` ("module:function") replaces the decoder in the worker: a test
-    hook for decoders that hang or crash.
-    """
+    store: Store
+    encoder: object
+    policy: object
+    workers: int
+    todo: list[tuple[str, Path]]
+    summary: ExtractSummary
+
+
+def plan(opt: ExtractOptions) -> Plan:
+    """Check the options, open the store and list the videos to do (done videos with the same file
+    fingerprint are skipped). Raises a one-line VtcError for bad options or inputs."""
     from vtc.encoders.vision import make_encoder
-    from vtc.video import DecodePool, SamplingPolicy, VideoError, fingerprint, list_backends
+    from vtc.video import SamplingPolicy, fingerprint, list_backends
 
     if opt.storage_dtype not in STORAGE_DTYPES:
         raise VtcError(f"unknown storage dtype '{opt.storage_dtype}'; valid: {', '.join(STORAGE_DTYPES)}")
@@ -120,75 +127,113 @@ def extract(
             summary.skipped += 1
         else:
             todo.append((vid, path))
-    if not todo:
-        return summary
+    return Plan(st, encoder, policy, workers, todo, summary)
 
+
+@dataclass
+class Record:
+    """One video's output, ready for :meth:`Store.put`."""
+
+    arrays: dict
+    attrs: dict
+    summary: dict
+    chunks: dict
+    uncompressed: tuple = ("features",)
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.summary["n_frames"])
+
+    def put(self, st: Store, video_id: str) -> dict:
+        return st.put(video_id, self.arrays, self.attrs, self.summary, self.chunks, self.uncompressed)
+
+
+def encode(encoder, result, path, opt: ExtractOptions) -> Record | str:
+    """Run the (loaded) tower on one decoded video: its :class:`Record`, or why it cannot be stored."""
+    from vtc.video import fingerprint
+
+    extra = {}
+    if opt.save_attention:
+        feats, scores = encoder.encode(result.frames, batch_size=opt.batch_size, attention=True)
+        extra["attention"] = scores.numpy().astype(np.float32)
+    else:
+        feats = encoder.encode(result.frames, batch_size=opt.batch_size)
+    feats = feats.numpy().astype(np.dtype(opt.storage_dtype))
+    bad = non_finite({"features": feats, **extra})  # after the cast: float16 overflows to inf
+    if bad:
+        return bad + " from the tower; check the checkpoint"
+    fp = fingerprint(path)
+    _, hw, c = feats.shape
+    n = len(result.frame_indices)  # frames sampled (Qwen2.5-VL's rows are pairs of them)
+    source = str(Path(path).resolve())
+    return Record(
+        arrays={
+            "features": feats,
+            "frame_indices": result.frame_indices.astype(np.int64),
+            "timestamps": result.timestamps.astype(np.float64),
+            **extra,
+        },
+        attrs={
+            "source": source,
+            "fingerprint": fp,
+            "decoder": result.backend,
+            "total_frames": int(result.total_frames),
+            "video_fps": float(result.fps),
+            "duration": float(result.duration),
+            "grid": list(encoder.video_grid(result.frames.shape)),
+        },
+        summary={"n_frames": int(n), "source": source, "fingerprint": fp},
+        chunks={"features": (1, hw, c)},
+    )
+
+
+def record_failure(st: Store, summary: ExtractSummary, vid: str, path, reason: str, bar=None) -> None:
+    st.fail(vid, reason, source=str(path))
+    summary.failed.append({"id": vid, "path": str(path), "reason": reason})
+    if bar is not None:
+        bar.note(f"[yellow]skipped[/] {vid}: {reason}")
+        bar.advance(1, 0)
+
+
+def extract(
+    opt: ExtractOptions, quiet: bool = False, console=None, _decode_fn: str | None = None
+) -> ExtractSummary:
+    """Extract features of every input video into ``store``; videos already done are skipped.
+
+    Returns a summary; a video that cannot be decoded is recorded in the store's index with its reason
+    and the run goes on. ``_decode_fn`` ("module:function") replaces the decoder in the worker: a test
+    hook for decoders that hang or crash.
+    """
+    from vtc.video import DecodePool, VideoError
+
+    p = plan(opt)
+    st, summary = p.store, p.summary
+    if not p.todo:
+        return summary
     t0 = time.perf_counter()
-    np_dtype = np.dtype(opt.storage_dtype)
     with (
         st.discarded_on_error(),  # a checkpoint that fails to load leaves no empty store behind
         st.writing(),
         DecodePool(
-            workers,
-            policy,
+            p.workers,
+            p.policy,
             backend=opt.backend,
-            size=encoder.decode_size,
+            size=p.encoder.decode_size,
             timeout=opt.timeout,
             _decode_fn=_decode_fn,
         ) as worker,
-        progress_bar("extract", len(todo), "frames", quiet=quiet, console=console) as bar,
+        progress_bar("extract", len(p.todo), "frames", quiet=quiet, console=console) as bar,
     ):
-        encoder.load()
-        for (vid, path), (_, result) in zip(todo, worker.imap([p for _, p in todo]), strict=True):
-            if isinstance(result, VideoError):
-                reason = str(result)
-                st.fail(vid, reason, source=str(path))
-                summary.failed.append({"id": vid, "path": str(path), "reason": reason})
-                bar.note(f"[yellow]skipped[/] {vid}: {reason}")
-                bar.advance(1, 0)
+        p.encoder.load()
+        for (vid, path), (_, result) in zip(p.todo, worker.imap([q for _, q in p.todo]), strict=True):
+            rec = str(result) if isinstance(result, VideoError) else encode(p.encoder, result, path, opt)
+            if isinstance(rec, str):
+                record_failure(st, summary, vid, path, rec, bar)
                 continue
-            extra = {}
-            if opt.save_attention:
-                feats, scores = encoder.encode(result.frames, batch_size=opt.batch_size, attention=True)
-                extra["attention"] = scores.numpy().astype(np.float32)
-            else:
-                feats = encoder.encode(result.frames, batch_size=opt.batch_size)
-            feats = feats.numpy().astype(np_dtype)
-            bad = non_finite({"features": feats, **extra})  # after the cast: float16 overflows to inf
-            if bad:
-                bad += " from the tower; check the checkpoint"
-                st.fail(vid, bad, source=str(path))
-                summary.failed.append({"id": vid, "path": str(path), "reason": bad})
-                bar.note(f"[yellow]skipped[/] {vid}: {bad}")
-                bar.advance(1, 0)
-                continue
-            fp = fingerprint(path)
-            _, hw, c = feats.shape
-            n = len(result.frame_indices)  # frames sampled (Qwen2.5-VL's rows are pairs of them)
-            st.write(
-                vid,
-                {
-                    "features": feats,
-                    "frame_indices": result.frame_indices.astype(np.int64),
-                    "timestamps": result.timestamps.astype(np.float64),
-                    **extra,
-                },
-                attrs={
-                    "source": str(Path(path).resolve()),
-                    "fingerprint": fp,
-                    "decoder": result.backend,
-                    "total_frames": int(result.total_frames),
-                    "video_fps": float(result.fps),
-                    "duration": float(result.duration),
-                    "grid": list(encoder.video_grid(result.frames.shape)),
-                },
-                summary={"n_frames": int(n), "source": str(Path(path).resolve()), "fingerprint": fp},
-                chunks={"features": (1, hw, c)},
-                uncompressed=("features",),
-            )
+            st.commit(rec.put(st, vid))
             summary.done += 1
-            summary.frames += int(n)
-            bar.advance(1, int(n))
+            summary.frames += rec.n_frames
+            bar.advance(1, rec.n_frames)
     summary.seconds = time.perf_counter() - t0
     return summary
 
