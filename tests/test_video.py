@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,6 +30,7 @@ from vtc.video import (
     fingerprint,
     list_backends,
 )
+from vtc.video import worker as worker_mod
 
 BACKENDS = ["decord", "pyav"]
 HOOK = "tests.videos:faulty_decode"  # hangs on *hang*, segfaults on *crash*, else decode_video
@@ -385,11 +387,37 @@ def test_worker_abandoned_imap_leaves_no_stale_results(clips):
     assert [r.total_frames for _, r in out] == [16, 20]
 
 
+def _blocks() -> set[str]:
+    return {p.name for p in Path("/dev/shm").glob("psm_*")}
+
+
+def test_big_frames_cross_in_shared_memory_and_no_block_outlives_its_video(clips, tmp_path):
+    """Frames of 1 MiB and more come back through a shared-memory block, equal to an in-process decode;
+    no block is left behind after a normal run, a crash, or an abandoned run."""
+    crash = make_video(tmp_path / "crash.mp4", n_frames=8)
+    before = _blocks()
+    policy = SamplingPolicy(frames=8)
+    with DecodePool(2, policy, size=(384, 384), _decode_fn=HOOK) as pool:
+        out = list(pool.imap([clips[0], clips[1], crash, clips[2]]))
+        assert out[0][1].frames.nbytes >= worker_mod._SHARED_MIN_BYTES
+        for i in (0, 1, 3):
+            want = decode_video(out[i][0], policy, size=(384, 384))
+            np.testing.assert_array_equal(out[i][1].frames, want.frames)
+            assert out[i][1].frames.flags.owndata  # a copy: the block is gone, the frames stay
+        assert "crashed" in str(out[2][1])
+        for _p, _r in pool.imap(clips):  # abandoned while both children have big results in flight
+            time.sleep(1.0)
+            break
+    assert _blocks() == before
+
+
 def test_worker_argument_errors():
     with pytest.raises(ValueError, match="unknown decoder backend"):
         DecodeWorker(SamplingPolicy(), backend="opencv")
     with pytest.raises(ValueError, match="timeout"):
         DecodeWorker(SamplingPolicy(), timeout=0)
+    with pytest.raises(ValueError, match="threads"):
+        DecodeWorker(SamplingPolicy(), threads=-1)
     with pytest.raises(ModuleNotFoundError):
         DecodeWorker(SamplingPolicy(), _decode_fn="tests.no_such_module:f")
     w = DecodeWorker(SamplingPolicy(frames=2))
@@ -418,3 +446,5 @@ def test_pool_yields_in_input_order_across_its_workers(clips, bad, tmp_path):
     assert time.monotonic() - t0 < 20  # not the 60 s the hanging decode would take
     with pytest.raises(ValueError, match="workers must be a positive integer"):
         DecodePool(0, SamplingPolicy())
+    with DecodePool(2, SamplingPolicy()) as pool:  # the cores shared out, not each worker taking all
+        assert [w.threads for w in pool.workers] == [max(1, (os.cpu_count() or 1) // 2)] * 2

@@ -37,6 +37,19 @@ _DEFAULT_FPS = 25.0  # FFmpeg's own guess when a stream declares no usable rate
 _FETCH_CHUNK = 16  # decord frames per get_batch call: bounds full-resolution memory (16 x 4K ~ 400 MB)
 _MIB = 1 << 20
 _RETRIES = 4  # re-reads of a damaged file before giving up (each shrinks the frame count)
+_threads = 0  # decoder threads per video; 0: FFmpeg picks (about one per core). See set_threads.
+
+
+def set_threads(n: int) -> None:
+    """Decoder threads each decode may use in this process (0: FFmpeg's choice, about one per core).
+
+    N decode processes each using every core oversubscribe the machine (and starve the tower), so
+    DecodePool gives each of its processes ``cores // N``. The frames are the same whatever the count.
+    """
+    global _threads
+    if not isinstance(n, int) or n < 0:
+        raise ValueError(f"decoder threads must be a non-negative integer, got {n!r}")
+    _threads = n
 
 
 class VideoError(VtcError):
@@ -274,7 +287,7 @@ def _decode_decord_damaged(decord, path: Path, policy: SamplingPolicy, size, fps
 
 def _decord_open(decord, path: Path):
     try:
-        return decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=0)
+        return decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=_threads)
     except Exception as e:
         msg = str(e)
         if "cannot find video stream" in msg:
@@ -412,6 +425,8 @@ def _pyav_collect(av, path: Path, idx: np.ndarray, size, stop_after: int | None 
     n = 0
     with _pyav_open(av, path) as container:
         stream = _pyav_stream(container)
+        if _threads:
+            stream.codec_context.thread_count = _threads
         try:
             for packet in container.demux(stream):  # ends with an empty packet, which flushes the decoder
                 for frame in packet.decode():

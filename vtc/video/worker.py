@@ -4,7 +4,8 @@ A native decoder can hang or segfault on one bad file; in a child process that c
 run. The child also decodes the next video while the caller encodes the current one.
 
 Protocol: the parent sends ``(job_id, path)`` down one pipe and reads ``(job_id, DecodedVideo |
-VideoError)`` from another. The child writes the id of the job it is decoding (and when it started) to
+VideoError)`` from another; frames of 1 MiB or more travel in a shared-memory block the parent copies
+out of and removes (a dead child's unread blocks are removed when it is replaced). The child writes the id of the job it is decoding (and when it started) to
 shared memory, so after a hang or a crash the parent knows exactly which video it was, even when the
 child died with finished results still unsent, and puts the others back in line on a fresh child.
 """
@@ -12,6 +13,7 @@ child died with finished results still unsent, and puts the others back in line 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import itertools
 import multiprocessing
@@ -24,13 +26,17 @@ import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from multiprocessing import shared_memory
 
-from vtc.video.decode import BACKENDS, DecodedVideo, VideoError, _check_size, one_line
+import numpy as np
+
+from vtc.video.decode import BACKENDS, DecodedVideo, VideoError, _check_size, one_line, set_threads
 from vtc.video.sampling import SamplingPolicy
 
 _STARTUP_GRACE = 60.0  # extra seconds a fresh child may take to reach a job (interpreter start, imports)
 _CLOSE_GRACE = 2.0  # seconds an idle child gets to exit on close() before it is killed
 _IDLE = -1  # shared job id while the child is between jobs
+_SHARED_MIN_BYTES = 1 << 20  # smaller frames travel in the message: a block costs two syscalls and a mapping
 _CANCEL_POLL = 0.25  # seconds between checks of DecodeWorker.cancel() while waiting for a decode
 
 
@@ -69,6 +75,7 @@ class DecodeWorker:
         size: tuple[int, int] | None = (384, 384),
         timeout: float | None = 120.0,
         prefetch: int = 1,
+        threads: int = 0,
         _decode_fn: str | None = None,
     ):
         if backend not in BACKENDS:
@@ -79,8 +86,10 @@ class DecodeWorker:
             raise ValueError(f"prefetch must be a non-negative integer, got {prefetch!r}")
         if _decode_fn is not None and ":" not in _decode_fn:
             raise ValueError(f"_decode_fn must be 'module:function', got {_decode_fn!r}")
+        if not isinstance(threads, int) or threads < 0:
+            raise ValueError(f"threads must be a non-negative integer, got {threads!r}")
         _resolve(_decode_fn)  # fail here, not once per video in the child
-        self.policy, self.backend, self.size = policy, backend, _check_size(size)
+        self.policy, self.backend, self.size, self.threads = policy, backend, _check_size(size), threads
         self.timeout, self.prefetch, self._decode_fn = timeout, prefetch, _decode_fn
         self._ctx = multiprocessing.get_context("spawn")
         self._ids = itertools.count()
@@ -164,7 +173,7 @@ class DecodeWorker:
         self._started_at = time.monotonic()
 
     def _config(self) -> tuple:
-        return self.policy, self.backend, self.size, self._decode_fn
+        return self.policy, self.backend, self.size, self.threads, self._decode_fn
 
     def _kill(self):
         """Kill the child now (if any) and forget it; the next submit starts a fresh one."""
@@ -173,6 +182,7 @@ class DecodeWorker:
         if self._proc.is_alive():
             self._proc.kill()
         self._proc.join()
+        _drain(self._results)
         for conn in (self._jobs, self._results):
             conn.close()
         self._proc.close()
@@ -214,6 +224,7 @@ class DecodeWorker:
             if self._results.poll():
                 try:
                     job_id, result = self._results.recv()
+                    result = _from_shared(result)
                 except Exception:  # EOF, or a message cut short by the child's death
                     out = self._on_death(pending)
                     if out is not None:
@@ -297,7 +308,8 @@ def _resolve(spec: str | None):
 
 def _child_main(jobs, results, state, config, parent_pid):
     """The child's loop: decode each (job_id, path) received, send (job_id, result) back."""
-    policy, backend, size, decode_fn = config
+    policy, backend, size, threads, decode_fn = config
+    set_threads(threads)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's; it closes or kills us
     if not os.environ.get("VTC_DEBUG"):
         # FFmpeg and decord print a line per damaged packet straight to fd 2, over the caller's progress
@@ -331,7 +343,7 @@ def _child_main(jobs, results, state, config, parent_pid):
         except Exception as e:
             result = VideoError(f"decoder error: {type(e).__name__}: {one_line(e)}")
         state[0] = _IDLE  # before the result is queued: dying from here on is not this video's fault
-        outbox.put((job_id, result))
+        outbox.put((job_id, _to_shared(result)))
     outbox.put(None)
     sender.join()
 
@@ -344,6 +356,61 @@ def _send_all(outbox: queue.Queue, conn):
             os._exit(0)  # the parent is gone
         except Exception as e:  # a result that does not pickle (a custom _decode_fn)
             conn.send((item[0], VideoError(f"decoder result cannot be sent: {one_line(e)}")))
+
+
+@dataclass
+class _SharedFrames:
+    """A DecodedVideo whose frames wait in a shared-memory block (``name``) instead of the message."""
+
+    name: str
+    shape: tuple
+    dtype: str
+    video: DecodedVideo  # with an empty frames array
+
+
+def _to_shared(result):
+    """In the child: a DecodedVideo's frames go into a fresh shared-memory block, so the message carries
+    a name instead of megabytes to pickle, push through a pipe and unpickle (32 frames at 384x384 are
+    14 MB; a GPU fed by 16 decoders receives some 40 of those a second). The parent unlinks the block."""
+    if not isinstance(result, DecodedVideo) or result.frames.nbytes < _SHARED_MIN_BYTES:
+        return result
+    frames = np.ascontiguousarray(result.frames)
+    shm = shared_memory.SharedMemory(create=True, size=frames.nbytes)
+    try:
+        np.ndarray(frames.shape, frames.dtype, buffer=shm.buf)[...] = frames
+        video = dataclasses.replace(result, frames=frames[:0])
+        return _SharedFrames(shm.name, frames.shape, frames.dtype.str, video)
+    finally:
+        shm.close()
+
+
+def _from_shared(result):
+    """In the parent: the frames copied out of their block, and the block removed."""
+    if not isinstance(result, _SharedFrames):
+        return result
+    try:
+        shm = shared_memory.SharedMemory(name=result.name)
+    except OSError as e:
+        return VideoError(f"decoded frames were lost in shared memory ({one_line(e)})")
+    try:
+        frames = np.ndarray(result.shape, np.dtype(result.dtype), buffer=shm.buf).copy()
+    finally:
+        shm.close()
+        shm.unlink()
+    return dataclasses.replace(result.video, frames=frames)
+
+
+def _drain(conn) -> None:
+    """Results of a dead child nobody will read: their shared-memory blocks are removed now, not left
+    to the resource tracker's warning at exit."""
+    with contextlib.suppress(Exception):  # EOF, or the dying child's last message cut short
+        while conn.poll(0):
+            _, result = conn.recv()
+            if isinstance(result, _SharedFrames):
+                with contextlib.suppress(OSError):
+                    shm = shared_memory.SharedMemory(name=result.name)
+                    shm.close()
+                    shm.unlink()
 
 
 def _exit_with_parent(parent_pid: int):
@@ -361,12 +428,14 @@ class DecodePool:
     i mod n: what the caller does with the results (vtc extract writes them) does not depend on ``n`` or
     on which decode finishes first. Each worker is driven by a thread that holds at most one finished
     video for the caller, beyond the ``prefetch`` its own child decodes ahead. ``n = 1`` is one
-    DecodeWorker and no thread.
+    DecodeWorker and no thread. Unless ``threads`` is given, each child's decoder gets ``cores // n``
+    threads (at least 1): n processes each using every core would fight each other and the tower.
     """
 
     def __init__(self, n: int, policy: SamplingPolicy, **kwargs):
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"workers must be a positive integer, got {n!r}")
+        kwargs.setdefault("threads", max(1, (os.cpu_count() or 1) // n))
         self.workers: list[DecodeWorker] = []
         try:
             for _ in range(n):
