@@ -247,3 +247,82 @@ def test_the_store_is_the_same_whatever_the_number_of_decode_workers(videos, tin
     with pytest.raises(VtcError, match="--workers must be >= 1"):
         extract(ExtractOptions([str(d)], tmp_path / "z.zarr", model=str(tiny_ckpt["llava_ov"]), workers=0))
     assert not (tmp_path / "z.zarr").exists()
+
+
+class _FrameEcho:
+    """A stand-in tower whose features are each frame's first pixels: it shows which frames a video got
+    back, and records the batch sizes it was given."""
+
+    frames_independent = True
+
+    def __init__(self):
+        self.batches: list[int] = []
+
+    def encode(self, frames, batch_size=16, attention=False):
+        import torch
+
+        assert len(frames) <= batch_size
+        self.batches.append(len(frames))
+        f = torch.from_numpy(frames.reshape(len(frames), -1, 3)[:, :4].astype(np.float32))
+        return (f, f[..., 0]) if attention else f
+
+    def video_grid(self, shape):
+        return (2, 2)
+
+
+@pytest.mark.parametrize("attention", [False, True])
+def test_tower_batches_fill_across_videos_and_each_video_gets_its_own_frames(videos, tmp_path, attention):
+    from vtc.stages.extract import encode_stream
+    from vtc.video import SamplingPolicy, VideoError, decode_video
+
+    clips = [videos / f"clip{i}.mp4" for i in range(3)]
+    decoded = [
+        decode_video(p, SamplingPolicy(frames=n), size=(8, 8)) for p, n in zip(clips, (5, 7, 3), strict=True)
+    ]
+    items = [("a", clips[0], decoded[0]), ("bad", tmp_path / "x.mp4", VideoError("cannot open"))]
+    items += [("b", clips[1], decoded[1]), ("c", clips[2], decoded[2])]
+    tower = _FrameEcho()
+    opt = ExtractOptions([], tmp_path / "s.zarr", batch_size=4, save_attention=attention)
+    out = list(encode_stream(tower, iter(items), opt))
+    assert [k for k, _, _ in out] == ["a", "bad", "b", "c"]  # input order, the failure in its place
+    assert tower.batches == [4, 4, 4, 3]  # 15 frames: full batches across videos, one short at the end
+    assert out[1][2] == "cannot open"
+    for (_, _, rec), dec in zip([out[0], out[2], out[3]], decoded, strict=True):
+        want = dec.frames.reshape(len(dec.frames), -1, 3)[:, :4].astype(np.float16)
+        np.testing.assert_array_equal(rec.arrays["features"], want)
+        assert rec.n_frames == len(dec.frames)
+        if attention:
+            np.testing.assert_array_equal(rec.arrays["attention"], want[..., 0].astype(np.float32))
+        else:
+            assert "attention" not in rec.arrays
+
+
+def test_the_tiny_tower_gives_the_same_bytes_per_frame_whatever_the_batch(videos, tiny_ckpt):
+    """Why filling batches across videos leaves the store as it was: on CPU a frame's features do not
+    depend on the other frames of its batch (fp16 storage, as stored)."""
+    from vtc.encoders.vision import VisionEncoder
+    from vtc.video import SamplingPolicy, decode_video
+
+    enc = VisionEncoder(str(tiny_ckpt["llava_ov"]))
+    a, b = (decode_video(videos / f"clip{i}.mp4", SamplingPolicy(frames=6)).frames for i in (0, 1))
+    alone = enc.encode(a, batch_size=6).numpy().astype(np.float16)
+    mixed = enc.encode(np.concatenate([b[:3], a, b[3:]]), batch_size=12).numpy().astype(np.float16)
+    assert alone.tobytes() == mixed[3:9].tobytes()
+
+
+def test_the_writer_thread_keeps_order_and_raises_its_error_in_the_caller():
+    from vtc.stages.extract import _Writer
+
+    done = []
+    with _Writer(depth=1) as w:
+        for i in range(5):
+            w.submit(done.append, i)
+    assert done == [0, 1, 2, 3, 4]
+
+    def boom():
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"), _Writer() as w:
+        w.submit(boom)
+        w.submit(done.append, "after")  # not written once a write failed: the index keeps its order
+    assert "after" not in done

@@ -116,6 +116,7 @@ class QwenVisionTower:
     source = "qwen2_5_vl"
     grid = None  # per video: it follows each video's resolution
     decode_size = None  # frames are decoded at their own size and resized here (`smart_resize`)
+    frames_independent = False  # frames are paired in time, and each video has its own size
 
     def __init__(
         self,

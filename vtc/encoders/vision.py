@@ -165,6 +165,10 @@ class VisionEncoder:
         self.config_hash = _config_hash(vc)
         self._model = None
 
+    # Each frame is encoded on its own, so one batch may hold frames of several videos (vtc extract fills
+    # tower batches across video boundaries). Qwen2.5-VL's tower pairs frames in time: not there.
+    frames_independent = True
+
     @property
     def decode_size(self) -> tuple[int, int]:
         """(W, H) the decoder resizes frames to (LLaVA-OV's fixed square)."""

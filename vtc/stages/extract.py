@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import queue
+import threading
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -150,15 +153,96 @@ class Record:
 
 def encode(encoder, result, path, opt: ExtractOptions) -> Record | str:
     """Run the (loaded) tower on one decoded video: its :class:`Record`, or why it cannot be stored."""
+    return to_record(encoder, result, path, opt, _tower(encoder, result.frames, opt))
+
+
+def _tower(encoder, frames: np.ndarray, opt: ExtractOptions) -> tuple:
+    """(features, attention scores or None) as numpy, for ``frames`` of one or several videos."""
+    if opt.save_attention:
+        feats, scores = encoder.encode(frames, batch_size=opt.batch_size, attention=True)
+        return feats.numpy(), scores.numpy()
+    return encoder.encode(frames, batch_size=opt.batch_size).numpy(), None
+
+
+def encode_stream(encoder, items, opt: ExtractOptions):
+    """Encode a stream of ``(key, path, DecodedVideo | VideoError)`` and yield ``(key, path, Record |
+    reason)`` in the same order, running the tower on full batches of ``opt.batch_size`` frames that may
+    span videos (a video's last partial batch waits for the next video's frames instead of running
+    short). Encoders whose frames are not independent (Qwen2.5-VL) run one video at a time. The store
+    does not depend on where batches fall: on CPU the tower gives the same bytes per frame whatever the
+    batch (checked in the tests); GPU kernels chosen by batch size may change the last bits."""
+    from vtc.video import VideoError
+
+    if not getattr(encoder, "frames_independent", False):
+        for key, path, result in items:
+            yield (
+                key,
+                path,
+                (str(result) if isinstance(result, VideoError) else encode(encoder, result, path, opt)),
+            )
+        return
+    line: deque[_Pending] = deque()  # in input order; the head leaves once all its frames are encoded
+    queued = 0  # frames in line not yet encoded
+
+    def run(n: int) -> None:
+        nonlocal queued
+        pieces, want = [], n
+        for v in line:
+            take = min(want, len(v.result.frames) - v.next) if v.result is not None else 0
+            if take:
+                pieces.append((v, v.next, v.next + take))
+                want -= take
+            if not want:
+                break
+        feats, scores = _tower(encoder, np.concatenate([v.result.frames[a:b] for v, a, b in pieces]), opt)
+        at = 0
+        for v, a, b in pieces:
+            v.out.append((feats[at : at + b - a], None if scores is None else scores[at : at + b - a]))
+            v.next, at = b, at + b - a
+        queued -= n
+
+    def ready():
+        while line and (line[0].result is None or line[0].next == len(line[0].result.frames)):
+            v = line.popleft()
+            if v.result is None:
+                yield v.key, v.path, v.reason
+                continue
+            feats = np.concatenate([f for f, _ in v.out])
+            scores = np.concatenate([s for _, s in v.out]) if opt.save_attention else None
+            yield v.key, v.path, to_record(encoder, v.result, v.path, opt, (feats, scores))
+
+    for key, path, result in items:
+        if isinstance(result, VideoError):
+            line.append(_Pending(key, path, None, str(result)))
+        else:
+            line.append(_Pending(key, path, result))
+            queued += len(result.frames)
+        while queued >= opt.batch_size:
+            run(opt.batch_size)
+        yield from ready()
+    if queued:
+        run(queued)
+    yield from ready()
+
+
+@dataclass
+class _Pending:
+    key: object
+    path: object
+    result: object  # DecodedVideo, or None for a video that failed to decode
+    reason: str = ""
+    next: int = 0  # frames handed to the tower so far
+    out: list = field(default_factory=list)  # (features, scores) per batch piece
+
+
+def to_record(encoder, result, path, opt: ExtractOptions, encoded: tuple) -> Record | str:
+    """One video's :class:`Record` from its tower output ``(features, scores or None)``, or why it
+    cannot be stored."""
     from vtc.video import fingerprint
 
-    extra = {}
-    if opt.save_attention:
-        feats, scores = encoder.encode(result.frames, batch_size=opt.batch_size, attention=True)
-        extra["attention"] = scores.numpy().astype(np.float32)
-    else:
-        feats = encoder.encode(result.frames, batch_size=opt.batch_size)
-    feats = feats.numpy().astype(np.dtype(opt.storage_dtype))
+    feats, scores = encoded
+    extra = {} if scores is None else {"attention": scores.astype(np.float32)}
+    feats = feats.astype(np.dtype(opt.storage_dtype))
     bad = non_finite({"features": feats, **extra})  # after the cast: float16 overflows to inf
     if bad:
         return bad + " from the tower; check the checkpoint"
@@ -187,12 +271,47 @@ def encode(encoder, result, path, opt: ExtractOptions) -> Record | str:
     )
 
 
-def record_failure(st: Store, summary: ExtractSummary, vid: str, path, reason: str, bar=None) -> None:
+def record_failure(st: Store, summary: ExtractSummary, vid: str, path, reason: str) -> None:
     st.fail(vid, reason, source=str(path))
     summary.failed.append({"id": vid, "path": str(path), "reason": reason})
-    if bar is not None:
-        bar.note(f"[yellow]skipped[/] {vid}: {reason}")
-        bar.advance(1, 0)
+
+
+class _Writer:
+    """Runs store writes (a video's put + commit, a failure's line) on a thread of its own, in the order
+    given, so writing one video overlaps the tower on the next. At most ``depth`` wait; an error in the
+    thread is raised in the caller at its next submit or at the end. Leaving (an interrupt too) finishes
+    what is queued: those videos are encoded already."""
+
+    def __init__(self, depth: int = 2):
+        self._jobs: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop, name="vtc-write", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            if self._error is None:
+                try:
+                    job[0](*job[1:])
+                except BaseException as e:  # raised in the caller's thread
+                    self._error = e
+
+    def submit(self, fn, *args) -> None:
+        self._check()
+        self._jobs.put((fn, *args))
+
+    def _check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def __enter__(self) -> _Writer:
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        self._jobs.put(None)
+        self._thread.join()
+        if exc_type is None:
+            self._check()
 
 
 def extract(
@@ -204,12 +323,13 @@ def extract(
     and the run goes on. ``_decode_fn`` ("module:function") replaces the decoder in the worker: a test
     hook for decoders that hang or crash.
     """
-    from vtc.video import DecodePool, VideoError
+    from vtc.video import DecodePool
 
     p = plan(opt)
     st, summary = p.store, p.summary
     if not p.todo:
         return summary
+    paths = [q for _, q in p.todo]
     t0 = time.perf_counter()
     with (
         st.discarded_on_error(),  # a checkpoint that fails to load leaves no empty store behind
@@ -223,14 +343,17 @@ def extract(
             _decode_fn=_decode_fn,
         ) as worker,
         progress_bar("extract", len(p.todo), "frames", quiet=quiet, console=console) as bar,
+        _Writer() as writer,
     ):
         p.encoder.load()
-        for (vid, path), (_, result) in zip(p.todo, worker.imap([q for _, q in p.todo]), strict=True):
-            rec = str(result) if isinstance(result, VideoError) else encode(p.encoder, result, path, opt)
+        decoded = ((vid, path, r) for (vid, path), (_, r) in zip(p.todo, worker.imap(paths), strict=True))
+        for vid, path, rec in encode_stream(p.encoder, decoded, opt):
             if isinstance(rec, str):
-                record_failure(st, summary, vid, path, rec, bar)
+                writer.submit(record_failure, st, summary, vid, path, rec)
+                bar.note(f"[yellow]skipped[/] {vid}: {rec}")
+                bar.advance(1, 0)
                 continue
-            st.commit(rec.put(st, vid))
+            writer.submit(lambda rec=rec, vid=vid: st.commit(rec.put(st, vid)))
             summary.done += 1
             summary.frames += rec.n_frames
             bar.advance(1, rec.n_frames)
