@@ -159,11 +159,19 @@ def main() -> None:
         f"ratio pipeline / decode-only: {p_med / d_med:.2f}  (overhead {100 * (d_med / p_med - 1):.0f}% time)"
     )
     print(f"ratio pipeline / serial decode+encode: {p_med / serial:.2f}  (>1: decode overlaps the tower)")
-    print(f"\n{'workers':>7}{'decode alone':>14}{'whole extract':>15}{'whole / min(decode, tower)':>28}")
+    print(
+        f"\n{'workers':>7}{'decode alone':>14}{'whole extract':>15}{'whole / min(decode, tower)':>28}"
+        f"{'shared-cores bound':>20}{'whole / bound':>15}"
+    )
     for n in args.workers:
         dn, wn = statistics.median(pool[n]), statistics.median(whole[n])
-        print(f"{n:>7}{dn:>14.1f}{wn:>15.1f}{wn / min(dn, e_med):>28.2f}")
-    print("target: whole / min(decode, tower) >= 0.85")
+        bound = 1 / (1 / dn + 1 / e_med)
+        print(f"{n:>7}{dn:>14.1f}{wn:>15.1f}{wn / min(dn, e_med):>28.2f}{bound:>20.1f}{wn / bound:>15.2f}")
+    print(
+        "target: whole / min(decode, tower) >= 0.85. Where decoding and the tower both need every core (a\n"
+        "CPU-only machine), no overlap is possible: each frame costs its decode time plus its tower time on\n"
+        "the same cores, so 1 / (1/decode + 1/tower) ('shared-cores bound') is the most extract can reach."
+    )
     g = gpu_so400m()
     if g is None:
         print("SigLIP-so400m bf16 on GPU: skipped (no CUDA device)")
