@@ -388,7 +388,7 @@ def test_worker_abandoned_imap_leaves_no_stale_results(clips):
 
 
 def _blocks() -> set[str]:
-    return {p.name for p in Path("/dev/shm").glob("psm_*")}
+    return {p.name for p in Path("/dev/shm").glob("vtc_*")}
 
 
 def test_big_frames_cross_in_shared_memory_and_no_block_outlives_its_video(clips, tmp_path):

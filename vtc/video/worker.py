@@ -23,6 +23,7 @@ import queue
 import signal
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -97,6 +98,10 @@ class DecodeWorker:
         self._closed = False
         self._busy = False
         self._early: dict[int, object] = {}  # results that arrived out of turn (a crash attributed later)
+        # Shared-memory blocks are named after the job (vtc_<token>_<job id>), so the blocks of jobs a dead
+        # child took with it (made, never received) can be removed by name.
+        self._token = uuid.uuid4().hex[:12]
+        self._unreceived: set[int] = set()
         self._cancel = threading.Event()  # set from another thread: the running imap stops (DecodePool)
         self._start()
 
@@ -173,7 +178,7 @@ class DecodeWorker:
         self._started_at = time.monotonic()
 
     def _config(self) -> tuple:
-        return self.policy, self.backend, self.size, self.threads, self._decode_fn
+        return self.policy, self.backend, self.size, self.threads, self._decode_fn, self._token
 
     def _kill(self):
         """Kill the child now (if any) and forget it; the next submit starts a fresh one."""
@@ -183,6 +188,9 @@ class DecodeWorker:
             self._proc.kill()
         self._proc.join()
         _drain(self._results)
+        for job_id in self._unreceived:  # made by the dead child, maybe, and now nobody's
+            _unlink(_block_name(self._token, job_id))
+        self._unreceived.clear()
         for conn in (self._jobs, self._results):
             conn.close()
         self._proc.close()
@@ -191,6 +199,7 @@ class DecodeWorker:
     def _submit(self, job: _Job):
         if self._proc is None:
             self._start()
+        self._unreceived.add(job.id)
         with contextlib.suppress(OSError):  # a dead child: _wait notices and resubmits
             self._jobs.send((job.id, os.fspath(job.path)))
 
@@ -224,6 +233,7 @@ class DecodeWorker:
             if self._results.poll():
                 try:
                     job_id, result = self._results.recv()
+                    self._unreceived.discard(job_id)
                     result = _from_shared(result)
                 except Exception:  # EOF, or a message cut short by the child's death
                     out = self._on_death(pending)
@@ -308,7 +318,7 @@ def _resolve(spec: str | None):
 
 def _child_main(jobs, results, state, config, parent_pid):
     """The child's loop: decode each (job_id, path) received, send (job_id, result) back."""
-    policy, backend, size, threads, decode_fn = config
+    policy, backend, size, threads, decode_fn, token = config
     set_threads(threads)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's; it closes or kills us
     if not os.environ.get("VTC_DEBUG"):
@@ -343,7 +353,7 @@ def _child_main(jobs, results, state, config, parent_pid):
         except Exception as e:
             result = VideoError(f"decoder error: {type(e).__name__}: {one_line(e)}")
         state[0] = _IDLE  # before the result is queued: dying from here on is not this video's fault
-        outbox.put((job_id, _to_shared(result)))
+        outbox.put((job_id, _to_shared(result, _block_name(token, job_id))))
     outbox.put(None)
     sender.join()
 
@@ -368,14 +378,25 @@ class _SharedFrames:
     video: DecodedVideo  # with an empty frames array
 
 
-def _to_shared(result):
+def _block_name(token: str, job_id: int) -> str:
+    return f"vtc_{token}_{job_id}"
+
+
+def _unlink(name: str) -> None:
+    with contextlib.suppress(OSError):
+        shm = shared_memory.SharedMemory(name=name)
+        shm.close()
+        shm.unlink()
+
+
+def _to_shared(result, name: str):
     """In the child: a DecodedVideo's frames go into a fresh shared-memory block, so the message carries
     a name instead of megabytes to pickle, push through a pipe and unpickle (32 frames at 384x384 are
     14 MB; a GPU fed by 16 decoders receives some 40 of those a second). The parent unlinks the block."""
     if not isinstance(result, DecodedVideo) or result.frames.nbytes < _SHARED_MIN_BYTES:
         return result
     frames = np.ascontiguousarray(result.frames)
-    shm = shared_memory.SharedMemory(create=True, size=frames.nbytes)
+    shm = shared_memory.SharedMemory(name=name, create=True, size=frames.nbytes)
     try:
         np.ndarray(frames.shape, frames.dtype, buffer=shm.buf)[...] = frames
         video = dataclasses.replace(result, frames=frames[:0])
@@ -407,10 +428,7 @@ def _drain(conn) -> None:
         while conn.poll(0):
             _, result = conn.recv()
             if isinstance(result, _SharedFrames):
-                with contextlib.suppress(OSError):
-                    shm = shared_memory.SharedMemory(name=result.name)
-                    shm.close()
-                    shm.unlink()
+                _unlink(result.name)
 
 
 def _exit_with_parent(parent_pid: int):
