@@ -37,7 +37,7 @@ fi
 "$VENV/bin/python" - <<'PY'
 import importlib.metadata as md
 from transformers import LlavaOnevisionForConditionalGeneration, SiglipVisionModel  # noqa: F401
-import decord, zarr, lmms_eval.evaluator, torch  # noqa: F401
+import decord, zarr, lmms_eval.evaluator, torch, ray.data, s3fs, moto.server  # noqa: F401
 eps = [e.name for e in md.entry_points(group="lmms_eval.models")]
 assert "vtc" in eps, f"vtc's lmms_eval.models entry point is missing: {eps}"
 print(f"vtc set up: torch {torch.__version__}, zarr {zarr.__version__}, lmms-eval {md.version('lmms-eval')}")
