@@ -13,7 +13,7 @@ import fcntl
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from vtc.errors import VtcError, warn
@@ -25,28 +25,36 @@ def read_jsonl(path: str | Path, check: Callable[[dict], str | None]) -> list[di
     path = Path(path)
     if not path.exists():
         return []
-    records, bad = [], []
     with open(path, "rb") as f:
-        for n, raw in enumerate(f, 1):
-            if not raw.strip():
-                continue
-            try:
-                rec = json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError:
-                bad.append((n, "not UTF-8"))
-                continue
-            except json.JSONDecodeError:
-                bad.append((n, "not JSON (torn or foreign)"))
-                continue
-            why = check(rec) if isinstance(rec, dict) else "not a JSON object"
-            if why:
-                bad.append((n, why))
-            else:
-                records.append(rec)
+        return parse_jsonl(f, check, str(path))
+
+
+def parse_jsonl(
+    lines: Iterable[bytes], check: Callable[[dict], str | None], name: str, first_line: int = 1
+) -> list[dict]:
+    """The records among raw JSONL ``lines`` that parse and pass ``check``, in order; one warning names
+    ``name`` and the first bad line's number (the first of ``lines`` being number ``first_line``)."""
+    records, bad = [], []
+    for n, raw in enumerate(lines, first_line):
+        if not raw.strip():
+            continue
+        try:
+            rec = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            bad.append((n, "not UTF-8"))
+            continue
+        except json.JSONDecodeError:
+            bad.append((n, "not JSON (torn or foreign)"))
+            continue
+        why = check(rec) if isinstance(rec, dict) else "not a JSON object"
+        if why:
+            bad.append((n, why))
+        else:
+            records.append(rec)
     if bad:
         n, why = bad[0]
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-        warn(f"{path}: skipped line {n}: {why}{more}")
+        warn(f"{name}: skipped line {n}: {why}{more}")
     return records
 
 
@@ -61,16 +69,20 @@ def read_json(path: str | Path) -> dict | None:
 
 
 def append_jsonl(path: str | Path, rec: dict) -> None:
-    """Append one record as a line and fsync it; the line is complete on disk before this returns. A torn
-    previous line (a killed append) must not swallow this one, so it starts on a fresh line if needed."""
-    line = json.dumps(rec, sort_keys=True, default=str) + "\n"
+    """Append one record as a line and fsync it; the line is complete on disk before this returns."""
+    append_line(path, (json.dumps(rec, sort_keys=True, default=str) + "\n").encode("utf-8"))
+
+
+def append_line(path: str | Path, line: bytes) -> None:
+    """Append ``line`` (ending in a newline) and fsync it. A torn previous line (a killed append) must
+    not swallow this one, so it starts on a fresh line if needed."""
     with open(path, "ab") as f:
         if f.tell() > 0:
             with open(path, "rb") as r:
                 r.seek(-1, os.SEEK_END)
                 if r.read(1) != b"\n":
                     f.write(b"\n")
-        f.write(line.encode("utf-8"))
+        f.write(line)
         f.flush()
         os.fsync(f.fileno())
 

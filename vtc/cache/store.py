@@ -1,17 +1,22 @@
-"""A vtc store: one zarr v3 group holding per-video arrays, an append-only index and provenance.
+"""A vtc store: one zarr v3 group holding per-video arrays, an index and provenance.
 
 Layout::
 
     STORE.zarr/
       zarr.json            group attrs {"vtc": {schema, kind, identity, provenance...}}
       index.jsonl          one JSON line per finished video ("done" or "failed"); last line for an id wins
+      index/               once the log is long: a hash-bucketed table of it (see vtc.cache.index)
       .lock                held (flock) by the one process writing the store
       videos/<key>/        one group per video: its arrays and attrs (key = readable id + hash)
 
-A video counts as present only once its line is in ``index.jsonl``. The line is appended (and fsynced)
+A video counts as present only once its entry is in the index. The line is appended (and fsynced)
 after every array of the video is written, so a run killed at any moment leaves either a complete,
 indexed video or an unindexed group that the next run overwrites: never a half-written entry that
-looks complete, never a duplicate. Looking a video up reads the index, not a directory listing.
+looks complete, never a duplicate. Looking a video up reads one bucket of the index, not a directory
+listing and not the whole index.
+
+The same store can live under ``s3://bucket/prefix`` (through fsspec): commits are then one object
+each (no appends there) and the write lock is a lease object (``vtc.cache.lease``).
 """
 
 from __future__ import annotations
@@ -19,21 +24,21 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from vtc.cache.jsonl import Journal, exclusive, missing_fields, removed_on_error
+from vtc.cache.fs import LocalFS, ObjectFS, as_url, open_fs
+from vtc.cache.index import LOG_FILE, Index
+from vtc.cache.jsonl import missing_fields
 from vtc.errors import VtcError
 from vtc.versions import library_versions, stable_hash
 
 SCHEMA_VERSION = 1
-INDEX_FILE = "index.jsonl"
-LOCK_FILE = ".lock"
+INDEX_FILE = LOG_FILE
 # Fields an index line must have to count; anything else is a foreign line and is skipped with a warning.
 _ENTRY_FIELDS = {"done": ("id", "status", "key"), "failed": ("id", "status", "reason")}
 _DONE_FIELDS = {"tokens": ("n_input_tokens", "n_llm_tokens", "n_frames")}  # what readers of the kind use
@@ -64,13 +69,17 @@ def _first_difference(a: Any, b: Any, path: str = "") -> str | None:
 
 
 class Store:
-    """Read or append to a vtc store. Use :meth:`create` to write, :meth:`open` to read."""
+    """Read or append to a vtc store. Use :meth:`create` to write, :meth:`open` to read.
 
-    def __init__(self, path: Path, group, meta: dict):
-        self.path = Path(path)
+    ``path`` is a local path (kept as a ``Path``) or an ``s3://`` URL (kept as the string)."""
+
+    def __init__(self, path: str | Path, group, meta: dict, fs: LocalFS | ObjectFS | None = None):
+        self._fs = fs if fs is not None else open_fs(path)
+        self.path = as_url(path) or Path(path)
         self._group = group
         self.meta = meta
-        self._index = Journal(path / INDEX_FILE, "id", lambda e: _entry_problem(e, self.meta.get("kind")))
+        check = lambda e: _entry_problem(e, self.meta.get("kind"))  # noqa: E731 - reads meta when called
+        self._index = Index(self._fs, check, log=self._fs.local)
         self.created = False  # set by create() when this process made the store
 
     # ---------------------------------------------------------------- open / create
@@ -84,24 +93,21 @@ class Store:
         happen under the store's write lock, so two runs started together cannot both create it (or one
         write under the other's identity). ``created`` tells whether this call made the store.
         """
-        path = Path(path)
+        fs = open_fs(path)
+        path = as_url(path) or Path(path)
         identity = json.loads(json.dumps(identity))  # normalise tuples/ints exactly as stored
-        if not (path / "zarr.json").exists() and _foreign_dir(path):
+        if not fs.exists("zarr.json") and fs.foreign():
             raise VtcError(f"{path} exists and is not a vtc store; choose a new path")
-        made_dir = not path.exists()
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise VtcError(f"cannot create {path}: {e.strerror}") from None
+        made = fs.mkdir()
         # What this call made is removed on failure under the lock: never another run's store in the making.
-        with exclusive(path / LOCK_FILE, str(path)), removed_on_error(path, made_dir, keep="zarr.json"):
-            return cls._create_locked(path, kind, identity, provenance)
+        with fs.exclusive(str(path)), _removed_on_error(fs, made):
+            return cls._create_locked(path, fs, kind, identity, provenance)
 
     @classmethod
-    def _create_locked(cls, path: Path, kind: str, identity: dict, provenance: dict | None) -> Store:
+    def _create_locked(cls, path, fs, kind: str, identity: dict, provenance: dict | None) -> Store:
         import zarr
 
-        if (path / "zarr.json").exists():
+        if fs.exists("zarr.json"):
             store = cls.open(path, kind=kind)
             diff = _first_difference(store.meta.get("identity"), identity)
             if diff:
@@ -109,7 +115,7 @@ class Store:
                     f"refusing to append to {path}: different provenance ({diff}); use a new store"
                 )
             return store
-        if _foreign_dir(path):
+        if fs.foreign():
             raise VtcError(f"{path} exists and is not a vtc store; choose a new path")
         meta = {
             "schema": SCHEMA_VERSION,
@@ -120,30 +126,34 @@ class Store:
             "versions": library_versions(),
             **(provenance or {}),
         }
-        (path / INDEX_FILE).touch()
+        if fs.local:
+            fs.write(INDEX_FILE, b"")  # the log; an object store's commits are objects of their own
         # zarr.json is written once, with the attributes: a run killed here leaves no group that looks
         # like a store without being one.
-        group = zarr.create_group(str(path), attributes={"vtc": meta})
+        group = zarr.create_group(fs.zarr_store(), attributes={"vtc": meta})
         group.require_group("videos")
-        store = cls(path, group, meta)
+        store = cls(path, group, meta, fs)
         store.created = True
         return store
 
     @classmethod
     def open(cls, path: str | Path, kind: str | None = None) -> Store:
+        """Open a store to read (or to append under :meth:`writing`): reads ``zarr.json`` only; the index
+        is read when first asked."""
         import zarr
 
-        path = Path(path)
-        if not (path / "zarr.json").exists():
+        fs = open_fs(path)
+        path = as_url(path) or Path(path)
+        if not fs.exists("zarr.json"):
             raise VtcError(
                 f"{path} is not a vtc store (no zarr.json); run `vtc extract` or `vtc compress` first"
             )
         try:
-            group = zarr.open_group(str(path), mode="a")
+            group = zarr.open_group(fs.zarr_store(), mode="a")
             meta = group.attrs.get("vtc")
         except Exception as e:  # a torn or foreign zarr.json: JSON and zarr-format errors alike
             raise VtcError(
-                f"{path / 'zarr.json'} is unreadable ({type(e).__name__}); not a vtc store"
+                f"{fs.show('zarr.json')} is unreadable ({type(e).__name__}); not a vtc store"
             ) from None
         meta = dict(meta) if isinstance(meta, dict) else {}
         if not meta:
@@ -154,7 +164,7 @@ class Store:
             )
         if kind is not None and meta.get("kind") != kind:
             raise VtcError(f"{path} is a {meta.get('kind')} store, expected a {kind} store")
-        return cls(path, group, meta)
+        return cls(path, group, meta, fs)
 
     @property
     def kind(self) -> str:
@@ -162,8 +172,9 @@ class Store:
 
     # ---------------------------------------------------------------- index
     def entries(self, reload: bool = False) -> dict[str, dict]:
-        """id -> latest index entry. Torn, damaged or foreign lines are skipped with one warning."""
-        return self._index.latest(reload)
+        """id -> latest index entry, every video (reads the whole index once; :meth:`get` reads one
+        bucket). Torn, damaged or foreign lines are skipped with one warning."""
+        return self._index.entries(reload)
 
     def done(self) -> dict[str, dict]:
         return {k: e for k, e in self.entries().items() if e["status"] == "done"}
@@ -171,15 +182,33 @@ class Store:
     def failed(self) -> dict[str, dict]:
         return {k: e for k, e in self.entries().items() if e["status"] == "failed"}
 
+    def get(self, video_id: str) -> dict | None:
+        """The latest index entry of one video ("done" or "failed"), or None: reads one bucket of the
+        index and what is not compacted yet, whatever the number of videos."""
+        return self._index.get(video_id)
+
+    def get_many(self, video_ids: Iterable[str]) -> dict[str, dict]:
+        """id -> latest entry for those of ``video_ids`` in the index, in the order given; each bucket is
+        read once and one at a time, so what is left of a list costs the list, not the whole index."""
+        return self._index.get_many(video_ids)
+
     def _append(self, entry: dict) -> None:
         self._index.append(entry)
 
     # ---------------------------------------------------------------- write
     @contextlib.contextmanager
     def writing(self) -> Iterator[Store]:
-        """Hold the store's write lock: a second writer fails at once instead of interleaving."""
-        with exclusive(self.path / LOCK_FILE, str(self.path)):
-            yield self
+        """Hold the store's write lock (a lease on an object store): a second writer fails at once
+        instead of interleaving. While held, commits compact the index whenever its uncompacted rest
+        grows past a threshold, and the end of a clean session compacts what an object store left."""
+        with self._fs.exclusive(str(self.path)):
+            self._index.begin()
+            try:
+                yield self
+            except BaseException:
+                self._index.autocompact = False  # the error matters, not the compaction
+                raise
+            self._index.end()
 
     @contextlib.contextmanager
     def discarded_on_error(self) -> Iterator[Store]:
@@ -196,22 +225,14 @@ class Store:
         a precondition (a missing array, a broken checkpoint) must not leave an empty store behind."""
         if not self.created:
             return
-        with contextlib.suppress(VtcError), exclusive(self.path / LOCK_FILE, str(self.path)):
+        with contextlib.suppress(VtcError), self._fs.exclusive(str(self.path)):
             if not self.entries(reload=True):
-                shutil.rmtree(self.path, ignore_errors=True)
+                self._fs.rmtree()
 
-    def write(
-        self,
-        video_id: str,
-        arrays: dict[str, np.ndarray],
-        attrs: dict,
-        summary: dict | None = None,
-        chunks: dict[str, tuple] | None = None,
-        uncompressed: tuple[str, ...] = (),
-    ) -> None:
-        """Write one video's arrays, then its attrs, then (last) its index line: :meth:`put` then
-        :meth:`commit`."""
-        self.commit(self.put(video_id, arrays, attrs, summary, chunks, uncompressed))
+    def write(self, video_id: str, arrays: dict[str, np.ndarray], attrs: dict, **put_options) -> None:
+        """Write one video's arrays, then its attrs, then (last) its index line: :meth:`put` (which takes
+        the same arguments) then :meth:`commit`."""
+        self.commit(self.put(video_id, arrays, attrs, **put_options))
 
     def put(
         self,
@@ -250,12 +271,12 @@ class Store:
 
     # ---------------------------------------------------------------- read
     def has(self, video_id: str) -> bool:
-        e = self.entries().get(video_id)
+        e = self.get(video_id)
         return e is not None and e["status"] == "done"
 
     def read(self, video_id: str) -> tuple[dict[str, Any], dict]:
         """(name -> zarr array, attrs) of a done video; arrays load on indexing (``arr[:]``)."""
-        e = self.entries().get(video_id)
+        e = self.get(video_id)
         if e is None or e["status"] != "done":
             why = f" (failed: {e['reason']})" if e else ""
             raise VtcError(f"video '{video_id}' is not in {self.path}{why}")
@@ -280,14 +301,19 @@ class Store:
         return out, attrs
 
     def nbytes(self) -> int:
-        return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+        return self._fs.nbytes()
 
 
-def _foreign_dir(path: Path) -> bool:
-    """A non-empty directory (or a file) that is not a vtc store: ours may hold only the lock file."""
-    if not path.exists():
-        return False
-    return not path.is_dir() or any(p.name != LOCK_FILE for p in path.iterdir())
+@contextlib.contextmanager
+def _removed_on_error(fs, made: bool) -> Iterator[None]:
+    """On an error inside, remove the store if this call created its directory and ``zarr.json`` does not
+    exist yet: a failure before the store existed leaves nothing behind; one after keeps it for a resume."""
+    try:
+        yield
+    except BaseException:
+        if made and not fs.exists("zarr.json"):
+            fs.rmtree()
+        raise
 
 
 def non_finite(arrays: dict) -> str | None:

@@ -122,11 +122,15 @@ def plan(opt: ExtractOptions) -> Plan:
         provenance={"stage": "extract"},
     )
     summary = ExtractSummary(store=str(opt.store), warnings=warnings, workers=workers)
-    done = st.done()
+    known = st.get_many(vid for vid, _ in items)  # the inputs' entries: what the list costs, not the store
     todo = []
     for vid, path in items:
-        e = done.get(vid)
-        if e is not None and e.get("fingerprint") == _safe_fingerprint(path, fingerprint):
+        e = known.get(vid)
+        if (
+            e is not None
+            and e["status"] == "done"
+            and e.get("fingerprint") == _safe_fingerprint(path, fingerprint)
+        ):
             summary.skipped += 1
         else:
             todo.append((vid, path))
