@@ -118,6 +118,146 @@ class CompressOptions:
     batch_size: int | None = None
 
 
+@dataclass
+class Setup:
+    """The reducer of a compress run and the feature store it reads, as every engine builds it (the Ray
+    engine again in each task)."""
+
+    feats: Store
+    family: object
+    reducer: object
+    config: dict
+    needs: tuple
+    store_grid: object
+    batch_size: int
+
+
+def setup(opt: CompressOptions) -> Setup:
+    import dataclasses
+
+    from vtc.families import store_family
+    from vtc.reducers import list_reducers, reducer_config
+
+    batch_size = opt.batch_size if opt.batch_size is not None else (1 if opt.device == "cpu" else 8)
+    if batch_size < 1:
+        raise VtcError(f"--batch-size must be >= 1, got {batch_size}")
+    feats = Store.open(opt.store, kind="features")
+    family = store_family(feats)  # before the output exists
+    # LLaVA-OV stores share one grid; a Qwen2.5-VL video's grid follows its resolution (its attrs say it)
+    store_grid = feats.meta["identity"]["encoder"].get("grid")
+    params = dict(opt.params or {})
+    cls = list_reducers().get(opt.method)
+    if cls is not None and "seed" in {f.name for f in dataclasses.fields(cls)} and "seed" not in params:
+        params["seed"] = str(opt.seed)  # --seed seeds methods with randomness unless --set seed=… is given
+    reducer = family.adapt(make_reducer(opt.method, params), params)
+    return Setup(feats, family, reducer, reducer_config(reducer), reducer.needs, store_grid, batch_size)
+
+
+def open_output(opt: CompressOptions, s: Setup) -> tuple[Store, CompressSummary, list[str]]:
+    """The token store (created, or opened to resume), the run's summary so far, and the videos to do."""
+    feats, config = s.feats, s.config
+    out = Path(opt.out) if opt.out else default_out(opt.store, {**config, "seed": opt.seed})
+    identity = {
+        "parent": {"path": str(Path(opt.store).resolve()), "identity_hash": feats.meta["identity_hash"]},
+        "method": config,
+        "seed": opt.seed,
+    }
+    if s.needs and feats.done():  # checked before the output exists, so a refusal leaves nothing behind
+        _check_needs(feats.read(next(iter(feats.done())))[0], s.needs, config["method"], opt.store)
+    tok = Store.create(
+        out, "tokens", identity, provenance={"stage": "compress", "parent_identity": feats.meta["identity"]}
+    )
+    summary = CompressSummary(store=str(opt.store), out=str(out), method=config)
+    summary.parent_failed = len(feats.failed())
+    done = tok.done()
+    todo = [vid for vid in feats.done() if vid not in done]
+    summary.skipped = len(feats.done()) - len(todo)
+    return tok, summary, todo
+
+
+def load_video(s: Setup, vid: str, store_name) -> tuple | VtcError:
+    """Features (+ the per-video arrays the method needs) and grid of one video, read from zarr; a damaged
+    chunk comes back as the VtcError that says so, and the video is recorded as failed."""
+    import torch
+
+    _check_needs(s.feats.read(vid)[0], s.needs, s.config["method"], store_name)
+    try:
+        arrays, attrs = s.feats.load(vid, ("features", *s.needs))
+    except VtcError as e:
+        return e
+    grid = tuple(int(v) for v in (attrs.get("grid") or s.store_grid))
+    aux = {n: torch.from_numpy(arrays[n]) for n in s.needs}
+    return torch.from_numpy(arrays["features"]), aux, grid
+
+
+def reduce_videos(
+    s: Setup, vids: list[str], loaded: list, opt: CompressOptions
+) -> list[tuple[str, dict | str]]:
+    """One batch: ``(id, record)`` per reduced video (what it stores: ``data``, ``attrs``, ``summary``) or
+    ``(id, reason)`` per failure, failures first, each group in input order: the order the index gets."""
+    import torch
+
+    failed, keep = [], []
+    # A video with damaged chunks or NaN/inf features is recorded as failed: a reducer would turn NaN into
+    # NaN tokens and different token counts without a word.
+    for vid, got in zip(vids, loaded, strict=True):
+        bad = str(got) if isinstance(got, VtcError) else non_finite({"features": got[0], **got[1]})
+        if bad:
+            failed.append((vid, bad))
+        else:
+            keep.append((vid, *got))
+    done = []
+    # a reducer call takes one grid: runs of consecutive videos that share theirs
+    for grid, run in itertools.groupby(keep, key=lambda item: item[3]):
+        run = list(run)
+        rvids = [v for v, *_ in run]
+        xs, auxs = [x for _, x, _, _ in run], [a for _, _, a, _ in run]
+        # Seeded per video from (seed, id) so the result does not depend on processing order (reducers
+        # that run per video get it right before their video).
+        seeds = [int(stable_hash([opt.seed, vid], 15), 16) for vid in rvids]
+        torch.manual_seed(seeds[0])
+        t_red = time.perf_counter()
+        reds = run_reducer_batch(s.reducer, xs, grid, auxs, opt.device, seeds)
+        t_red = (time.perf_counter() - t_red) / len(rvids)
+        done += [
+            (vid, _record(s, x, grid, red, t_red, len(rvids)))
+            for vid, x, red in zip(rvids, xs, reds, strict=True)
+        ]
+    return failed + done
+
+
+def _record(s: Setup, x, grid, red, t_red: float, n_batch: int) -> dict:
+    from vtc.reducers.flops import module_flops
+
+    flops = module_flops(s.config["method"], s.reducer, red, int(x.shape[-1]))
+    red = s.family.for_llm(red)  # the rows the family's LLM reads: the counts are of those
+    data = red.to_arrays()
+    data["tokens"] = data["tokens"].astype(x.numpy().dtype)
+    n_in = int(x.shape[0] * x.shape[1])
+    counts = {"n_input_tokens": n_in, "n_llm_tokens": int(red.n_llm_tokens), "n_visual": int(red.n_visual())}
+    counts["n_frames"] = int(x.shape[0])
+    attrs = {"base": red.base, "base_grid": list(red.base_grid), **counts, "grid": list(grid)}
+    summary = {
+        "reduce_s": round(t_red, 6),  # this video's share of its batch's reduce time
+        "reduce_batch": n_batch,  # videos reduced in the same call
+        "module_flops": flops["total"],
+        **counts,
+        "n_stock_tokens": s.family.stock_tokens(int(x.shape[0]), grid),
+    }
+    return {"data": data, "attrs": attrs, "summary": summary}
+
+
+def totals(tok: Store, summary: CompressSummary) -> CompressSummary:
+    """The summary's token totals, over every video of the token store (this run's and earlier ones')."""
+    from vtc.families import stock_tokens_of
+
+    for vid, e in tok.done().items():
+        summary.tokens_in += e["n_input_tokens"]
+        summary.llm_tokens += e["n_llm_tokens"]
+        summary.stock_tokens += stock_tokens_of(tok, vid)
+    return summary
+
+
 def compress(opt: CompressOptions, quiet: bool = False, console=None) -> CompressSummary:
     """Reduce every done video of feature store ``store`` with ``method`` into token store ``out``.
 
@@ -131,151 +271,39 @@ def compress(opt: CompressOptions, quiet: bool = False, console=None) -> Compres
     that stack videos as [B, T, N, C] group equal T themselves. Index field
     ``reduce_s`` is the batch's reduce time divided equally among its ``reduce_batch`` videos.
     """
-    params = opt.params
-    out = opt.out
-    batch_size = opt.batch_size
-    import dataclasses
-
-    import torch
-
-    from vtc.families import store_family
-    from vtc.reducers import list_reducers, reducer_config
-    from vtc.reducers.flops import module_flops
-
-    if batch_size is None:
-        batch_size = 1 if opt.device == "cpu" else 8
-    if batch_size < 1:
-        raise VtcError(f"--batch-size must be >= 1, got {batch_size}")
-    feats = Store.open(opt.store, kind="features")
-    family = store_family(feats)  # before the output exists
-    # LLaVA-OV stores share one grid; a Qwen2.5-VL video's grid follows its resolution (its attrs say it)
-    store_grid = feats.meta["identity"]["encoder"].get("grid")
-    params = dict(params or {})
-    cls = list_reducers().get(opt.method)
-    if cls is not None and "seed" in {f.name for f in dataclasses.fields(cls)} and "seed" not in params:
-        params["seed"] = str(opt.seed)  # --seed seeds methods with randomness unless --set seed=… is given
-    reducer = family.adapt(make_reducer(opt.method, params), params)
-    config = reducer_config(reducer)
-    out = Path(out) if out else default_out(opt.store, {**config, "seed": opt.seed})
-    parent = Path(opt.store).resolve()
-    identity = {
-        "parent": {"path": str(parent), "identity_hash": feats.meta["identity_hash"]},
-        "method": config,
-        "seed": opt.seed,
-    }
-    needs = reducer.needs
-    if needs and feats.done():  # checked before the output exists, so a refusal leaves nothing behind
-        _check_needs(feats.read(next(iter(feats.done())))[0], needs, config["method"], opt.store)
-    tok = Store.create(
-        out, "tokens", identity, provenance={"stage": "compress", "parent_identity": feats.meta["identity"]}
-    )
-    summary = CompressSummary(store=str(opt.store), out=str(out), method=config)
-    summary.parent_failed = len(feats.failed())
-
-    done = tok.done()
-    todo = [vid for vid in feats.done() if vid not in done]
-    summary.skipped = len(feats.done()) - len(todo)
+    s = setup(opt)
+    tok, summary, todo = open_output(opt, s)
+    batch_size = s.batch_size
     t0 = time.perf_counter()
     with (
         tok.discarded_on_error(),
         tok.writing(),
-        progress_bar(f"compress {config['method']}", len(todo), "videos", quiet, console) as bar,
+        progress_bar(f"compress {s.config['method']}", len(todo), "videos", quiet, console) as bar,
+        # Reading a video from zarr costs about as much as reducing it: the thread reads up to one batch
+        # ahead (zarr and torch release the GIL) while the current batch is reduced and written.
+        ThreadPoolExecutor(max_workers=1) as reader,
     ):
-
-        def load(vid):
-            """Features (+ the per-video arrays the method needs) of one video, read from zarr; a damaged
-            chunk comes back as the VtcError that says so, and the video is recorded as failed."""
-            _check_needs(feats.read(vid)[0], needs, config["method"], opt.store)
-            try:
-                arrays, attrs = feats.load(vid, ("features", *needs))
-            except VtcError as e:
-                return e
-            grid = tuple(int(v) for v in (attrs.get("grid") or store_grid))
-            aux = {n: torch.from_numpy(arrays[n]) for n in needs}
-            return torch.from_numpy(arrays["features"]), aux, grid
-
-        def write(vid, x, grid, red, t_red, n_batch):
-            flops = module_flops(config["method"], reducer, red, int(x.shape[-1]))
-            red = family.for_llm(red)  # the rows the family's LLM reads: the counts are of those
-            stock = family.stock_tokens(int(x.shape[0]), grid)
-            data = red.to_arrays()
-            data["tokens"] = data["tokens"].astype(x.numpy().dtype)
-            n_in = int(x.shape[0] * x.shape[1])
-            tok.write(
-                vid,
-                data,
-                attrs={
-                    "base": red.base,
-                    "base_grid": list(red.base_grid),
-                    "n_input_tokens": n_in,
-                    "n_llm_tokens": int(red.n_llm_tokens),
-                    "n_visual": int(red.n_visual()),
-                    "n_frames": int(x.shape[0]),
-                    "grid": list(grid),
-                },
-                summary={
-                    "reduce_s": round(t_red, 6),  # this video's share of its batch's reduce time
-                    "reduce_batch": n_batch,  # videos reduced in the same call
-                    "module_flops": flops["total"],
-                    "n_input_tokens": n_in,
-                    "n_llm_tokens": int(red.n_llm_tokens),
-                    "n_visual": int(red.n_visual()),
-                    "n_frames": int(x.shape[0]),
-                    "n_stock_tokens": stock,
-                },
-            )
-
-        # Reading a video from zarr costs about as much as reducing it: the thread reads up to one
-        # batch ahead (zarr and torch release the GIL) while the current batch is reduced and written.
-        with ThreadPoolExecutor(max_workers=1) as reader:
-            pending = deque(reader.submit(load, vid) for vid in todo[:batch_size])
-            queued = len(pending)
-            for b0 in range(0, len(todo), batch_size):
-                vids = todo[b0 : b0 + batch_size]
-                loaded = []
-                for _ in vids:
-                    loaded.append(pending.popleft().result())
-                    if queued < len(todo):
-                        pending.append(reader.submit(load, todo[queued]))
-                        queued += 1
-                # A video with damaged chunks or NaN/inf features is recorded as failed: a reducer would
-                # turn NaN into NaN tokens and different token counts without a word.
-                keep = []
-                for vid, got in zip(vids, loaded, strict=True):
-                    bad = (
-                        str(got) if isinstance(got, VtcError) else non_finite({"features": got[0], **got[1]})
-                    )
-                    if bad:
-                        tok.fail(vid, bad)
-                        summary.failed.append({"id": vid, "reason": bad})
-                        bar.note(f"[yellow]skipped[/] {vid}: {bad}")
-                        bar.advance(1, 1)
-                    else:
-                        keep.append((vid, *got))
-                # a reducer call takes one grid: runs of consecutive videos that share theirs
-                for grid, run in itertools.groupby(keep, key=lambda item: item[3]):
-                    run = list(run)
-                    vids = [v for v, *_ in run]
-                    xs, auxs = [x for _, x, _, _ in run], [a for _, _, a, _ in run]
-                    # Seeded per video from (seed, id) so the result does not depend on processing order
-                    # (reducers that run per video get it right before their video).
-                    seeds = [int(stable_hash([opt.seed, vid], 15), 16) for vid in vids]
-                    torch.manual_seed(seeds[0])
-                    t_red = time.perf_counter()
-                    reds = run_reducer_batch(reducer, xs, grid, auxs, opt.device, seeds)
-                    t_red = (time.perf_counter() - t_red) / len(vids)
-                    for vid, x, red in zip(vids, xs, reds, strict=True):
-                        write(vid, x, grid, red, t_red, len(vids))
-                        summary.done += 1
-                        bar.advance(1, 1)
+        pending = deque(reader.submit(load_video, s, vid, opt.store) for vid in todo[:batch_size])
+        queued = len(pending)
+        for b0 in range(0, len(todo), batch_size):
+            vids = todo[b0 : b0 + batch_size]
+            loaded = []
+            for _ in vids:
+                loaded.append(pending.popleft().result())
+                if queued < len(todo):
+                    pending.append(reader.submit(load_video, s, todo[queued], opt.store))
+                    queued += 1
+            for vid, rec in reduce_videos(s, vids, loaded, opt):
+                if isinstance(rec, str):
+                    tok.fail(vid, rec)
+                    summary.failed.append({"id": vid, "reason": rec})
+                    bar.note(f"[yellow]skipped[/] {vid}: {rec}")
+                else:
+                    tok.write(vid, rec["data"], rec["attrs"], summary=rec["summary"])
+                    summary.done += 1
+                bar.advance(1, 1)
     summary.seconds = time.perf_counter() - t0
-    from vtc.families import stock_tokens_of
-
-    for vid, e in tok.done().items():
-        summary.tokens_in += e["n_input_tokens"]
-        summary.llm_tokens += e["n_llm_tokens"]
-        summary.stock_tokens += stock_tokens_of(tok, vid)
-    return summary
+    return totals(tok, summary)
 
 
 def _check_needs(arrays: dict, needs: tuple[str, ...], method: str, store) -> None:
