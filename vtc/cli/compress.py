@@ -62,6 +62,20 @@ def compress(
         bool,
         typer.Option("--list", help="List the methods, one line each; `--list NAME`: one method's details."),
     ] = False,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="local (this machine) or ray (Ray Data tasks, one batch of videos each; pip install "
+            "'vtc\\[ray]'). The token store is the same."
+        ),
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="--engine ray: the cluster, auto (the one running on this node) or ray://HOST:10001 "
+            "\\[default: a local Ray started for the run]."
+        ),
+    ] = None,
     quiet: Quiet = False,
     json_out: Json = False,
 ) -> None:
@@ -73,7 +87,17 @@ def compress(
     if store is None:
         raise VtcError("give a feature store (or --list to see the methods)")
     from vtc.stages.compress import CompressOptions
-    from vtc.stages.compress import compress as run
+
+    if engine not in ("local", "ray"):
+        raise VtcError(f"unknown engine '{engine}'; valid: local, ray")
+    if engine == "ray":
+        from vtc.stages.compress_ray import compress as run_ray
+
+        run = functools.partial(run_ray, address=address)
+    elif address is not None:
+        raise VtcError("--address is for --engine ray")
+    else:
+        from vtc.stages.compress import compress as run
 
     params = parse_sets(sets or [])
     if budget is not None:

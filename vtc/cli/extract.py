@@ -18,6 +18,7 @@ from vtc.cli.options import Device, Dtype, Json, Quiet, console, examples, print
         "vtc extract 'clips/**/*.mp4' --store f.zarr --fps 1 --max-frames 64",
         "vtc extract manifest.csv --store f.zarr --model google/siglip-so400m-patch14-384 --device cuda --dtype bf16",
         "vtc extract videos/ --store q.zarr --model Qwen/Qwen2.5-VL-7B-Instruct --max-pixels 401408 --device cuda",
+        "vtc extract /shared/videos --store /shared/f.zarr --engine ray --address auto --device cuda  # a Ray cluster",
         note="Re-running the same command resumes: done videos are skipped. Exit code 1 if any video failed.",
     ),
 )
@@ -81,13 +82,47 @@ def extract(
     timeout: Annotated[
         float, typer.Option(help="Seconds one video may take to decode before it is skipped (0: no limit).")
     ] = 120.0,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="local (this machine) or ray (a Ray Data pipeline: decode tasks, encoder actors; pip install "
+            "'vtc\\[ray]'). The store is the same."
+        ),
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="--engine ray: the cluster, auto (the one running on this node) or ray://HOST:10001 "
+            "\\[default: a local Ray started for the run]."
+        ),
+    ] = None,
+    actors: Annotated[
+        int | None,
+        typer.Option(
+            help="--engine ray: encoder actors \\[default: one per GPU in the cluster with --device cuda, "
+            "else 1]; --workers is then the number of decode tasks at once \\[default: cluster CPUs - actors]."
+        ),
+    ] = None,
     quiet: Quiet = False,
     json_out: Json = False,
 ) -> None:
     """Decode videos, sample frames, run the vision tower and write its features per video: [F, 729, 1152]
     for LLaVA-OV-0.5B, Qwen2.5-VL's merger tokens [F/2, h*w, D] on each video's own grid."""
+    from vtc.errors import VtcError
     from vtc.stages.extract import ExtractOptions
-    from vtc.stages.extract import extract as run
+
+    if engine not in ("local", "ray"):
+        raise VtcError(f"unknown engine '{engine}'; valid: local, ray")
+    if engine == "local" and (address is not None or actors is not None):
+        raise VtcError("--address and --actors are for --engine ray")
+    if engine == "ray":
+        import functools
+
+        from vtc.stages.extract_ray import extract as run_ray
+
+        run = functools.partial(run_ray, address=address, actors=actors)
+    else:
+        from vtc.stages.extract import extract as run
 
     con = console(quiet, json_out)
     s = run(
