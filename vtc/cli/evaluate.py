@@ -30,10 +30,14 @@ EPILOG = examples(
     "vtc eval videomme --tokens dycoke.zarr --online dycoke-kv --set p=0.7      # + KV pruning",
     "vtc eval mvbench --tokens t.zarr --data mvbench-local --online fastv --set k=2 --set ratio=0.5",
     "vtc eval my_task --tokens t.zarr --include my_tasks/                        # your lmms-eval YAML",
+    "vtc eval videomme --tokens t.zarr --device cuda --processes 4              # 4 GPUs, one process each",
+    "accelerate launch --num_processes 4 -m vtc eval videomme --tokens t.zarr --device cuda",
     note="A local copy is a directory with one *.jsonl/*.parquet of questions in the benchmark's row format "
     "(see README; `vtc eval prepare` makes one). Writes OUT/results.json; answers are journalled in "
     "OUT/answers.jsonl, so re-running an interrupted command resumes it. --verbose also shows "
-    "lmms-eval's own progress bars and log lines.",
+    "lmms-eval's own progress bars and log lines. With --processes N (or N processes of torchrun / accelerate "
+    "launch) request i is answered by process i mod N, journalled in OUT/answers.rank{i}-of-{N}.jsonl; the "
+    "results equal one process's, and a re-run with any N reuses every journalled answer.",
 )
 eval_app = typer.Typer(
     epilog=EPILOG,
@@ -105,6 +109,13 @@ def evaluate(
         Path | None,
         typer.Option(help="A `vtc train` run directory: its trained weights are loaded into --model."),
     ] = None,
+    processes: Annotated[
+        int,
+        typer.Option(
+            help="Answer in N processes (request i in process i mod N; with --device cuda process i uses "
+            "cuda:i); the results are those of one process."
+        ),
+    ] = 1,
     quiet: Quiet = False,
     verbose: Verbose = False,
     json_out: Json = False,
@@ -118,6 +129,8 @@ def evaluate(
     con = console(quiet, json_out)
     if batch_size < 1:
         raise typer.BadParameter("--batch-size must be >= 1")
+    if processes < 1:
+        raise typer.BadParameter("--processes must be >= 1")
     r = run(
         EvalOptions(
             task,
@@ -138,10 +151,13 @@ def evaluate(
             fresh=fresh,
             max_new_tokens=max_new_tokens,
             adapter=adapter,
+            processes=processes,
         ),
         quiet=quiet,
         console=con,
     )
+    if r is None:  # a rank other than 0 of a torchrun / accelerate launch: rank 0 reports
+        return
     if json_out:
         print(json.dumps({k: v for k, v in r.items() if k != "samples"}, indent=2, default=str))
         return
