@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from vtc.cli.app import app
-from vtc.cli.options import Json, Quiet, Seed, console, examples, print_problems
+from vtc.cli.options import Json, Quiet, RayAddress, Seed, console, examples, print_problems
 from vtc.errors import VtcError
 
 
@@ -69,13 +69,7 @@ def compress(
             "'vtc\\[ray]'). The token store is the same."
         ),
     ] = "local",
-    address: Annotated[
-        str | None,
-        typer.Option(
-            help="--engine ray: the cluster, auto (the one running on this node) or ray://HOST:10001 "
-            "\\[default: a local Ray started for the run]."
-        ),
-    ] = None,
+    address: RayAddress = None,
     quiet: Quiet = False,
     json_out: Json = False,
 ) -> None:

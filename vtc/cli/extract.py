@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from vtc.cli.app import app
-from vtc.cli.options import Device, Dtype, Json, Quiet, console, examples, print_problems
+from vtc.cli.options import Device, Dtype, Json, Quiet, RayAddress, console, examples, print_problems
 
 
 @app.command(
@@ -73,7 +73,7 @@ def extract(
     workers: Annotated[
         int | None,
         typer.Option(
-            help="Decode processes [default: cores - 1, at least 1]; the store is the same whatever the number."
+            help="Decode processes \\[default: cores - 1, at least 1]; the store is the same whatever the number."
         ),
     ] = None,
     storage_dtype: Annotated[
@@ -89,13 +89,7 @@ def extract(
             "'vtc\\[ray]'). The store is the same."
         ),
     ] = "local",
-    address: Annotated[
-        str | None,
-        typer.Option(
-            help="--engine ray: the cluster, auto (the one running on this node) or ray://HOST:10001 "
-            "\\[default: a local Ray started for the run]."
-        ),
-    ] = None,
+    address: RayAddress = None,
     actors: Annotated[
         int | None,
         typer.Option(

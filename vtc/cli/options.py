@@ -14,6 +14,13 @@ Json = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSO
 Device = Annotated[str, typer.Option(help="torch device: cpu, cuda, cuda:1, ...")]
 Dtype = Annotated[str, typer.Option(help="compute dtype: fp32, fp16 or bf16.")]
 Seed = Annotated[int, typer.Option(help="random seed (results are identical for equal seeds).")]
+RayAddress = Annotated[
+    str | None,
+    typer.Option(
+        help="--engine ray: the cluster, auto (the one running on this node) or ray://HOST:10001 "
+        "\\[default: a local Ray started for the run]."
+    ),
+]
 
 
 def examples(*lines: str, note: str = "") -> str:
