@@ -157,3 +157,19 @@ def test_compress_budget_is_exact_and_refused_where_unsupported(feature_store, t
     assert s["method"]["budget"] == 50 and s["llm_tokens"] == 2 * (50 + 1)
     r = vtc("compress", feature_store, "--method", "dyntok", "--budget", "50")
     assert r.returncode == 2 and "no fixed-length mode" in r.stderr and "tome" in r.stderr
+
+
+def test_ctrl_c_is_one_line_saying_how_to_resume(monkeypatch, tmp_path, capfd):
+    """click turns KeyboardInterrupt into Abort before vtc's main sees it: still one line, exit 130."""
+    import vtc.stages.info
+    from vtc.cli.app import main
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(vtc.stages.info, "store_info", interrupted)
+    with pytest.raises(SystemExit) as e:
+        main(["info", str(tmp_path)])
+    assert e.value.code == 130
+    err = capfd.readouterr().err.strip()
+    assert err.splitlines()[-1] == "interrupted; re-run the same command to resume"

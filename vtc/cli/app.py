@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> None:
     _register()
     try:
         rc = app(args=argv, standalone_mode=False)  # click returns typer.Exit's code here
+        if rc == 130:  # typer turns Ctrl-C into exit code 130 before it reaches the except below
+            raise KeyboardInterrupt
         if isinstance(rc, int) and rc:
             sys.exit(rc)
     except VtcError as e:
