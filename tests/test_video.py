@@ -448,3 +448,36 @@ def test_pool_yields_in_input_order_across_its_workers(clips, bad, tmp_path):
         DecodePool(0, SamplingPolicy())
     with DecodePool(2, SamplingPolicy()) as pool:  # the cores shared out, not each worker taking all
         assert [w.threads for w in pool.workers] == [max(1, (os.cpu_count() or 1) // 2)] * 2
+
+
+def test_blocks_of_a_run_killed_whole_are_swept_by_the_next(clips, tmp_path):
+    """kill -9 of a whole process group takes the resource tracker too: blocks in flight stay behind, and
+    the next DecodeWorker removes those whose owner is gone."""
+    import signal
+    import subprocess
+
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import sys, time\n"
+        "from vtc.video import DecodeWorker, SamplingPolicy\n"
+        "if __name__ == '__main__':\n"
+        "    w = DecodeWorker(SamplingPolicy(frames=8), size=(384, 384), prefetch=3)\n"
+        "    for i, _ in enumerate(w.imap(sys.argv[1:])):\n"
+        "        print('got', flush=True)\n"
+        "        time.sleep(60)\n"
+    )
+    before = _blocks()
+    p = subprocess.Popen(
+        [sys.executable, str(script), *map(str, clips)],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert p.stdout.readline().strip() == "got"
+    time.sleep(1.0)  # the child decodes ahead: its blocks wait in the pipe
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    time.sleep(0.5)
+    assert _blocks() - before  # left behind: nobody alive knows them
+    DecodeWorker(SamplingPolicy(frames=2)).close()
+    assert _blocks() == before

@@ -28,6 +28,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from multiprocessing import shared_memory
+from pathlib import Path
 
 import numpy as np
 
@@ -100,7 +101,8 @@ class DecodeWorker:
         self._early: dict[int, object] = {}  # results that arrived out of turn (a crash attributed later)
         # Shared-memory blocks are named after the job (vtc_<token>_<job id>), so the blocks of jobs a dead
         # child took with it (made, never received) can be removed by name.
-        self._token = uuid.uuid4().hex[:12]
+        self._token = f"{os.getpid()}_{uuid.uuid4().hex[:12]}"
+        _sweep_orphans()
         self._unreceived: set[int] = set()
         self._cancel = threading.Event()  # set from another thread: the running imap stops (DecodePool)
         self._start()
@@ -379,7 +381,29 @@ class _SharedFrames:
 
 
 def _block_name(token: str, job_id: int) -> str:
-    return f"vtc_{token}_{job_id}"
+    return f"vtc_{token}_{job_id}"  # token: the owner's pid, then a random part
+
+
+def _sweep_orphans() -> None:
+    """Remove the blocks of owners that are gone. A run killed whole (its process group with SIGKILL)
+    takes its resource tracker with it, so blocks in flight then would stay until reboot."""
+    shm = Path("/dev/shm")  # where POSIX shared memory is visible on Linux; elsewhere nothing to sweep
+    if not shm.is_dir():
+        return
+    for p in shm.glob("vtc_*_*_*"):
+        pid = p.name.split("_")[1]
+        if pid.isdigit() and not _alive(int(pid)):
+            _unlink(p.name)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):  # someone else's process (or no valid pid): leave it
+        return True
+    return True
 
 
 def _unlink(name: str) -> None:
