@@ -3,7 +3,7 @@
 Per window of videos (in the feature store's order) one dataset runs::
 
     from_items(one row per batch of --batch-size videos) -> reduce (tasks: load, reduce_batch, the arrays
-    each video stores) -> _TokenSink.write (tasks: Store.put) -> on_write_complete (driver: commit)
+    each video stores) -> StoreSink.write (tasks: Store.put) -> on_write_complete (driver: commit)
 
 as :mod:`vtc.stages.extract_ray` does, for the same reasons (windows: an interrupt keeps every finished
 window; puts are idempotent and invisible until the driver commits them, once each, in order). The
@@ -20,7 +20,6 @@ The setup, the reading of a video and the reduction of a batch are the local eng
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import pickle
 import time
 
@@ -38,7 +37,9 @@ from vtc.stages.compress import (
     setup,
     totals,
 )
+from vtc.stages.extract import Record
 from vtc.stages.extract_ray import (
+    StoreSink,
     _probe,
     _quiet_data,
     _registered,
@@ -48,11 +49,6 @@ from vtc.stages.extract_ray import (
     vtc_errors_unwrapped,
 )
 from vtc.stages.progress import progress_bar
-
-try:
-    from ray.data import Datasink
-except ImportError:  # ray is optional; compress() says how to install it
-    Datasink = object
 
 WINDOW_MIN = 64  # videos per dataset at least (a whole number of batches); see the module docstring
 
@@ -117,7 +113,7 @@ def compress(
                     max_calls=0,
                 )
                 ds.write_datasink(
-                    _TokenSink(tok_path, token),
+                    StoreSink(tok_path, "tokens", token),
                     ray_remote_args={"num_cpus": 0},  # as in extract_ray: writers must not wait for a CPU
                     concurrency=min(2, len(batches)),
                 )
@@ -156,8 +152,11 @@ def _reduce(batch: dict, opt: CompressOptions) -> dict:
         vids = [str(v) for v in vids]
         loaded = [load_video(s, vid, opt.store) for vid in vids]
         for vid, rec in reduce_videos(s, vids, loaded, opt):
-            failed = isinstance(rec, str)
-            rows.append((vid, b"" if failed else pickle.dumps(rec, protocol=5), rec if failed else ""))
+            if isinstance(rec, str):
+                rows.append((vid, b"", rec))
+                continue
+            rec = Record(rec["data"], rec["attrs"], rec["summary"], chunks={}, uncompressed=())
+            rows.append((vid, pickle.dumps(rec, protocol=5), ""))
     return {
         name: np.asarray([r[k] for r in rows], dtype=object)
         for k, name in enumerate(("id", "payload", "reason"))
@@ -165,37 +164,3 @@ def _reduce(batch: dict, opt: CompressOptions) -> dict:
 
 
 _SETUPS: dict[str, Setup] = {}  # per Ray worker process
-
-
-_TOKEN_STORES: dict[str, Store] = {}  # per Ray worker process
-
-
-class _TokenSink(Datasink):
-    """Puts each reduced video (``write``, in tasks); the driver commits (``on_write_complete``)."""
-
-    def __init__(self, store_path: str, token: str):
-        self.store_path, self.token = store_path, token
-
-    def write(self, blocks, ctx) -> list[dict]:
-        from ray.data.block import BlockAccessor
-
-        st = _TOKEN_STORES.get(self.store_path)
-        if st is None:
-            st = _TOKEN_STORES[self.store_path] = Store.open(self.store_path, kind="tokens")
-        out = []
-        for block in blocks:
-            for row in BlockAccessor.for_block(block).iter_rows(public_row_format=True):
-                r = {"id": str(row["id"]), "reason": str(row["reason"] or "")}
-                if not r["reason"]:
-                    rec = pickle.loads(row["payload"])
-                    r["entry"] = st.put(r["id"], rec["data"], rec["attrs"], rec["summary"])
-                out.append(r)
-        return out
-
-    def on_write_complete(self, write_result) -> None:
-        from vtc.stages.extract_ray import _COMMITTERS
-
-        _COMMITTERS[self.token](list(itertools.chain.from_iterable(write_result.write_returns)))
-
-    def get_name(self) -> str:
-        return "VtcTokenStore"

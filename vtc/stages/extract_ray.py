@@ -160,7 +160,7 @@ def extract(
                 # Writers wait on the disk, not the CPU; holding a CPU slot they could queue behind the
                 # decode tasks that fill the cluster while the encoders wait for them to drain.
                 ds.write_datasink(
-                    _StoreSink(store_path, token),
+                    StoreSink(store_path, "features", token),
                     ray_remote_args={"num_cpus": 0},
                     concurrency=min(max(2, pool), len(todo)),
                 )
@@ -373,28 +373,32 @@ def _rows(batch: dict, payloads: list[bytes], reasons: list[str]) -> dict:
     }
 
 
-_STORES: dict[str, object] = {}  # per Ray worker process
+_STORES: dict[tuple[str, str], object] = {}  # per Ray worker process: (path, kind) -> Store
 
 
-class _StoreSink(Datasink):
-    """Puts each video's arrays and attrs (``write``, in tasks) and has the driver commit the entries
-    (``on_write_complete``). A retried write puts the same bytes and returns the same entries."""
+class StoreSink(Datasink):
+    """Puts each row's pickled :class:`~vtc.stages.extract.Record` (``write``, in tasks) and has the
+    driver commit the entries (``on_write_complete``). A retried write puts the same bytes and returns
+    the same entries. Rows carry ``id``, ``payload``, ``reason`` (a failure: nothing to put) and, where
+    the driver commits by position, ``i``. The extract and compress engines both write through it."""
 
-    def __init__(self, store_path: str, token: str):
-        self.store_path, self.token = store_path, token
+    def __init__(self, store_path: str, kind: str, token: str):
+        self.store_path, self.kind, self.token = store_path, kind, token
 
     def write(self, blocks, ctx) -> list[dict]:
         from ray.data.block import BlockAccessor
 
         from vtc.cache import Store
 
-        st = _STORES.get(self.store_path)
+        st = _STORES.get((self.store_path, self.kind))
         if st is None:
-            st = _STORES[self.store_path] = Store.open(self.store_path, kind="features")
+            st = _STORES[(self.store_path, self.kind)] = Store.open(self.store_path, kind=self.kind)
         out = []
         for block in blocks:
             for row in BlockAccessor.for_block(block).iter_rows(public_row_format=True):
-                r = {"i": int(row["i"]), "id": str(row["id"]), "reason": str(row["reason"] or "")}
+                r = {"id": str(row["id"]), "reason": str(row["reason"] or "")}
+                if "i" in row:
+                    r["i"] = int(row["i"])
                 if not r["reason"]:
                     rec = pickle.loads(row["payload"])
                     r["entry"], r["n_frames"] = rec.put(st, r["id"]), rec.n_frames
@@ -405,4 +409,4 @@ class _StoreSink(Datasink):
         _COMMITTERS[self.token](list(itertools.chain.from_iterable(write_result.write_returns)))
 
     def get_name(self) -> str:
-        return "VtcStore"
+        return f"Vtc{self.kind.capitalize()}Store"
